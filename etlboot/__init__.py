@@ -1,0 +1,7 @@
+"""argo-etl-bootstrap: stand up, prove and tear down an event-driven ETL stack on Kubernetes."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "argo-etl-bootstrap"

@@ -1,0 +1,63 @@
+"""Glue between Invoke tasks and the engine: settings, reporter, runner, summary, exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from invoke import Exit
+
+from . import config
+from .engine import Context, Result, Runner, Step, exit_code
+from .report import Redactor, Reporter
+
+COMMON_HELP = {
+    "dry_run": "show what would change; change nothing",
+    "debug": "show tracebacks on failure",
+    "verbose": "show more detail",
+}
+
+
+def load_settings(generate: bool = True, **overrides) -> config.Settings:
+    try:
+        settings = config.load(generate=generate)
+        overrides = {k: v for k, v in overrides.items() if v not in (None, "")}
+        return settings.with_overrides(**overrides) if overrides else settings
+    except config.ConfigError as exc:
+        Reporter().say(f"✗ config: {exc}", style="bold red")
+        raise Exit(code=2) from None
+
+
+def make_context(settings: config.Settings, *, dry_run=False, debug=False, verbose=False, **options) -> Context:
+    reporter = Reporter(redactor=Redactor(settings.secret_values()), verbose=verbose)
+    for name in settings.generated:
+        reporter.say(f"generated {name} into {settings.env_file.name} (mode 0600)")
+    return Context(settings, reporter, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+
+
+def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title: str, dry_run=False, debug=False,
+             verbose=False, settings: config.Settings | None = None, **options) -> list[Result]:
+    settings = settings or load_settings()
+    ctx = make_context(settings, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+    try:
+        steps = steps_for(ctx)
+        runner = Runner(ctx)
+        results = getattr(runner, mode)(steps)
+    finally:
+        ctx.close()
+    ctx.reporter.summary(title + (" (dry run)" if dry_run else ""), results)
+    code = exit_code(results)
+    if code:
+        raise Exit(code=code)
+    return results
+
+
+def confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        Reporter().say(f"✗ {question} — refusing without a terminal to ask; pass --yes", style="bold red")
+        raise Exit(code=2)
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise Exit("aborted", code=1)

@@ -1,0 +1,336 @@
+"""Settings: every knob comes from `.env` and the environment, is validated, and names itself in errors.
+
+Precedence: a task's CLI flag > environment variable > `.env` > the default below.
+Passwords have no default: they are generated on first use and written to `.env` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from . import PROJECT_ROOT
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names the setting."""
+
+
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+IMAGE = re.compile(r"^([a-z0-9.-]+(:\d+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-.+][0-9A-Za-z.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    secret: bool = False
+    generate: bool = False  # generated on first use and saved to .env
+    optional: bool = False  # may be empty
+    group: str = "cluster"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- where
+    Setting("CLUSTER", "minikube", "minikube: the tool runs a local minikube profile; existing: use KUBE_CONTEXT as is (kind, k3d, EKS ...)", "choice", ("minikube", "existing")),
+    Setting("KUBE_CONTEXT", "", "kube context to act on; empty = the minikube profile name. The tool refuses to act when kubectl's current context differs", optional=True),
+    Setting("NAMESPACE", "argo-etl", "namespace for everything the tool makes", "name"),
+    Setting("MINIKUBE_PROFILE", "argo-etl", "minikube profile name", "name"),
+    Setting("MINIKUBE_DRIVER", "docker", "minikube driver", "choice", ("docker", "podman", "kvm2", "qemu", "hyperkit", "virtualbox", "none")),
+    Setting("MINIKUBE_CPUS", "4", "CPUs for the minikube profile", "int", minimum=2, maximum=64),
+    Setting("MINIKUBE_MEMORY_MB", "8192", "memory for the minikube profile, in MiB", "int", minimum=4096, maximum=262144),
+    Setting("MINIKUBE_KUBERNETES_VERSION", "", "Kubernetes version for minikube (empty: minikube's default)", "version", optional=True),
+    Setting("TOOLS_DIR", ".bin", "project-local directory for kubectl/helm/minikube installed by `invoke tools.install`; searched before PATH"),
+    # -- charts
+    Setting("HELM_REPO_URL", "https://argoproj.github.io/argo-helm", "argo-helm chart repository (passed to helm as --repo; your helm repo list is not touched)", "url"),
+    Setting("ARGO_EVENTS_RELEASE", "argo-events", "Helm release name for Argo Events", "name"),
+    Setting("ARGO_EVENTS_CHART_VERSION", "2.4.22", "argo-helm argo-events chart version (app v1.9.10)", "version"),
+    Setting("ARGO_WORKFLOWS_RELEASE", "argo-workflows", "Helm release name for Argo Workflows", "name"),
+    Setting("ARGO_WORKFLOWS_CHART_VERSION", "1.0.18", "argo-helm argo-workflows chart version (app v4.0.6)", "version"),
+    Setting("EVENTBUS_NATS_VERSION", "2.10.10", "JetStream version for the EventBus; must be listed in the argo-events controller config", "str"),
+    Setting("EVENTBUS_REPLICAS", "1", "EventBus replicas: 1 or >= 3 (JetStream rule)", "int", minimum=1, maximum=9),
+    # -- MinIO
+    Setting("MINIO_IMAGE", "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z", "MinIO server image (Docker Hub minio/minio is gone; quay.io or a fork such as docker.io/pgsty/silo)", "image", group="minio"),
+    Setting("MINIO_ROOT_USER", "etl-admin", "MinIO root user", "str", group="minio"),
+    Setting("MINIO_ROOT_PASSWORD", None, "MinIO root password (generated on first run, >= 24 chars)", secret=True, generate=True, group="minio"),
+    Setting("MINIO_STORAGE_SIZE", "5Gi", "size of MinIO's PersistentVolumeClaim", group="minio"),
+    Setting("ETL_BUCKET", "etlproj", "bucket the pipeline reads input/ from and writes output/ to", "bucket", group="minio"),
+    Setting("ARTIFACT_BUCKET", "artifact", "bucket of the Argo Workflows artifact repository", "bucket", group="minio"),
+    # -- pipeline
+    Setting("ETL_IMAGE", "", "pre-built image for the workflows; empty = build code/Dockerfile inside minikube with a content-hash tag (required when CLUSTER=existing)", "image", optional=True, group="pipeline"),
+    Setting("AGG_SETTLE_SECONDS", "20", "seconds the aggregation waits for more files of the same date", "int", minimum=0, maximum=3600, group="pipeline"),
+    Setting("FTP_ENABLED", "true", "install the FTP event source (vsftpd + gRPC event server) with `up`", "bool", group="ftp"),
+    Setting("FTP_IMAGE", "docker.io/delfer/alpine-ftp-server:latest", "vsftpd server image", "image", group="ftp"),
+    Setting("FTP_USER", "etl", "FTP user name", "str", group="ftp"),
+    Setting("FTP_PASSWORD", None, "FTP password (generated on first run)", secret=True, generate=True, group="ftp"),
+    Setting("FTP_POLL_SECONDS", "10", "FTP poll interval of the event server", "int", minimum=1, maximum=3600, group="ftp"),
+    # -- time
+    Setting("WAIT_TIMEOUT_SECONDS", "300", "upper bound for every readiness wait", "int", minimum=5, maximum=7200),
+    Setting("HELM_TIMEOUT", "10m", "helm --timeout for installs/upgrades", "duration"),
+    Setting("REQUEST_TIMEOUT_SECONDS", "30", "timeout of one Kubernetes API request", "int", minimum=1, maximum=600),
+    # -- AWS
+    Setting("AWS_REGION", "", "AWS region (required for aws.* tasks)", optional=True, group="aws"),
+    Setting("AWS_PROFILE", "", "AWS profile; or give credentials through the standard AWS_* variables", optional=True, group="aws"),
+    Setting("AWS_ENDPOINT_URL", "", "custom AWS endpoint (tests point this at a local moto server)", "url", optional=True, group="aws"),
+    Setting("AWS_BUCKET", "", "S3 bucket for the AWS variant of the pipeline (globally unique)", "bucket", optional=True, group="aws"),
+    Setting("AWS_TOPIC", "argo-etl-s3-events", "SNS topic name", group="aws"),
+    Setting("AWS_SNS_USER", "argo-etl-sns", "IAM user for the Argo Events SNS EventSource", group="aws"),
+    Setting("AWS_S3_USER", "argo-etl-s3", "IAM user for the S3 ETL job", group="aws"),
+    Setting("SNS_WEBHOOK_URL", "", "public base URL at which SNS reaches the SNS EventSource (https://host:port); SNS cannot call a private address", "url", optional=True, group="aws"),
+    Setting("SNS_WEBHOOK_PATH", None, "unguessable path of the SNS webhook (generated on first run)", secret=True, generate=True, group="aws"),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; `#` comments, optional `export`, single or double quotes."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].strip()
+        if "=" not in line:
+            raise ConfigError(f"{path.name} line {number}: expected KEY=VALUE")
+        key, value = line.split("=", 1)
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def _validate(setting: Setting, value: str) -> str:
+    name = setting.name
+    if value == "":
+        if setting.optional:
+            return value
+        raise ConfigError(f"{name} must not be empty ({setting.help})")
+    kind = setting.kind
+    if kind == "int":
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a whole number") from None
+        if setting.minimum is not None and number < setting.minimum:
+            raise ConfigError(f"{name}={number} is below the minimum {setting.minimum}")
+        if setting.maximum is not None and number > setting.maximum:
+            raise ConfigError(f"{name}={number} is above the maximum {setting.maximum}")
+    elif kind == "bool":
+        if value.lower() not in TRUE | FALSE:
+            raise ConfigError(f"{name}={value!r} is not a boolean (true/false)")
+    elif kind == "choice":
+        if value not in setting.choices:
+            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(setting.choices)}")
+    elif kind == "name":
+        if not DNS1123.match(value) or len(value) > 53:
+            raise ConfigError(f"{name}={value!r} is not a valid Kubernetes name (lowercase letters, digits, '-'; at most 53 chars)")
+    elif kind == "bucket":
+        if not BUCKET.match(value) or ".." in value:
+            raise ConfigError(f"{name}={value!r} is not a valid bucket name (3-63 chars: lowercase letters, digits, '.', '-')")
+    elif kind == "image":
+        if not IMAGE.match(value):
+            raise ConfigError(f"{name}={value!r} is not a valid image reference")
+    elif kind == "version":
+        if not VERSION.match(value):
+            raise ConfigError(f"{name}={value!r} is not a version like 1.2.3")
+    elif kind == "url":
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"{name}={value!r} is not an http(s) URL")
+    elif kind == "duration":
+        if not re.match(r"^(\d+h)?(\d+m)?(\d+s)?$", value) or value == "":
+            raise ConfigError(f"{name}={value!r} is not a duration like 10m or 90s")
+    if setting.secret and setting.generate and len(value) < 24:
+        raise ConfigError(f"{name} is shorter than 24 characters; delete it from .env to have a strong one generated")
+    return value
+
+
+@dataclass
+class Settings:
+    values: dict[str, str]
+    env_file: Path
+    generated: list[str] = field(default_factory=list)
+
+    def __getattr__(self, item: str):
+        values = self.__dict__.get("values", {})
+        key = item.upper()
+        if key not in values:
+            raise AttributeError(item)
+        setting = BY_NAME[key]
+        raw = values[key]
+        if setting.kind == "int":
+            return int(raw)
+        if setting.kind == "bool":
+            return raw.lower() in TRUE
+        return raw
+
+    def __repr__(self) -> str:  # never show secret values
+        shown = {k: ("***" if BY_NAME[k].secret else v) for k, v in self.values.items()}
+        return f"Settings({shown})"
+
+    @property
+    def kube_context(self) -> str:
+        return self.values["KUBE_CONTEXT"] or self.values["MINIKUBE_PROFILE"]
+
+    @property
+    def uses_minikube(self) -> bool:
+        return self.values["CLUSTER"] == "minikube"
+
+    def secret_values(self) -> list[str]:
+        return [v for k, v in self.values.items() if BY_NAME[k].secret and v]
+
+    def with_overrides(self, **overrides: str) -> "Settings":
+        values = dict(self.values)
+        for key, value in overrides.items():
+            setting = BY_NAME[key.upper()]
+            values[setting.name] = _validate(setting, str(value))
+        return Settings(values, self.env_file, list(self.generated))
+
+
+def _append_generated(env_file: Path, generated: dict[str, str]) -> None:
+    existed = env_file.exists()
+    fd = os.open(env_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        if not existed:
+            handle.write("# Local settings for argo-etl-bootstrap (git-ignored). See .env.example for every setting.\n")
+        for key, value in generated.items():
+            handle.write(f"# generated on first run\n{key}={value}\n")
+    os.chmod(env_file, 0o600)
+
+
+def load(env_file: Path | None = None, environ: dict[str, str] | None = None, generate: bool = True) -> Settings:
+    """Load, validate and (first run) generate settings. Raises ConfigError naming the setting."""
+    env_file = Path(env_file or os.environ.get("ETLBOOT_ENV_FILE") or PROJECT_ROOT / ".env")
+    environ = dict(os.environ if environ is None else environ)
+    file_values = parse_env_file(env_file)
+    unknown = [k for k in file_values if k not in BY_NAME]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, BY_NAME, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{env_file.name}: unknown setting {key}{hint}")
+    if env_file.exists() and stat.S_IMODE(env_file.stat().st_mode) & 0o077 and any(
+        BY_NAME[k].secret for k in file_values
+    ):
+        os.chmod(env_file, 0o600)
+
+    values: dict[str, str] = {}
+    to_generate: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name in environ:
+            raw = environ[setting.name]
+        elif setting.name in file_values:
+            raw = file_values[setting.name]
+        elif setting.generate:
+            if not generate:
+                raw = ""
+            else:
+                raw = secrets.token_urlsafe(24)  # 32 characters
+                to_generate[setting.name] = raw
+        else:
+            raw = setting.default or ""
+        if setting.generate and raw == "" and not generate:
+            values[setting.name] = raw
+            continue
+        values[setting.name] = _validate(setting, raw.strip())
+
+    settings = Settings(values, env_file, list(to_generate))
+    _check_combinations(settings)
+    if to_generate:
+        _append_generated(env_file, to_generate)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    v = settings.values
+    replicas = int(v["EVENTBUS_REPLICAS"])
+    if replicas == 2:
+        raise ConfigError("EVENTBUS_REPLICAS=2 is not allowed: a JetStream EventBus needs 1 or >= 3 replicas")
+    if v["CLUSTER"] == "existing":
+        if not v["KUBE_CONTEXT"]:
+            raise ConfigError("KUBE_CONTEXT must be set when CLUSTER=existing (the tool never guesses a cluster)")
+        if not v["ETL_IMAGE"]:
+            raise ConfigError("ETL_IMAGE must be set when CLUSTER=existing (no minikube to build the image in)")
+
+
+def require_aws(settings: Settings) -> None:
+    """AWS tasks refuse to run without an explicit region and credentials source."""
+    if not settings.values["AWS_REGION"]:
+        raise ConfigError("AWS_REGION is not set: the aws tasks never guess a region")
+    has_keys = os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not settings.values["AWS_PROFILE"] and not has_keys:
+        raise ConfigError("AWS_PROFILE is not set and no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+    if not settings.values["AWS_BUCKET"]:
+        raise ConfigError("AWS_BUCKET is not set (S3 bucket names are global: pick your own)")
+
+
+def require_public_webhook(settings: Settings) -> str:
+    """SNS must be able to reach the webhook: refuse empty, loopback, private or link-local hosts."""
+    url = settings.values["SNS_WEBHOOK_URL"]
+    if not url:
+        raise ConfigError("SNS_WEBHOOK_URL is empty: SNS needs a public http(s) address to deliver to")
+    host = urlparse(url).hostname or ""
+    private = host in ("localhost",) or host.endswith(".local") or host.endswith(".svc") or "." not in host
+    try:
+        address = ipaddress.ip_address(host)
+        private = private or address.is_private or address.is_loopback or address.is_link_local
+    except ValueError:
+        pass
+    if private:
+        raise ConfigError(f"SNS_WEBHOOK_URL host {host!r} is not public: SNS delivers over the internet and cannot reach it")
+    return url
+
+
+GROUP_TITLES = {
+    "cluster": "Cluster, charts and timeouts",
+    "minio": "MinIO",
+    "pipeline": "The ETL pipeline",
+    "ftp": "The FTP event source",
+    "aws": "AWS (invoke aws.*)",
+}
+
+
+def example_env() -> str:
+    """The text of .env.example: every setting, its help and its default (generated ones left empty)."""
+    lines = ["# argo-etl-bootstrap settings. Copy to .env (git-ignored) and change what you need.",
+             "# Precedence: task flag > environment variable > .env > the default shown here.",
+             "# Secrets have no default: the tool generates them on first run and appends them to .env (mode 0600).",
+             ""]
+    for group, title in GROUP_TITLES.items():
+        lines.append(f"# --- {title}")
+        for setting in SETTINGS:
+            if setting.group != group:
+                continue
+            lines.append(f"# {setting.help}")
+            value = "" if setting.default is None else setting.default
+            prefix = "# " if setting.generate else ""
+            lines.append(f"{prefix}{setting.name}={value}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m etlboot.config > .env.example
+    print(example_env(), end="")

@@ -1,0 +1,301 @@
+"""The step engine: every unit of work observes, compares, acts, and checks again.
+
+One contract serves `up`, `status`, `--dry-run` and `down`:
+
+- ``check(ctx)`` reads the live state (read-only) and returns a :class:`Check`:
+  present / drifted (with what differs) / missing, and whether it is healthy.
+- ``apply(ctx, check)`` makes it so. The runner then checks again, waiting (bounded) until the
+  step is present and healthy; a step that acted but does not converge fails with the last state seen.
+- ``remove(ctx)`` deletes only what carries the tool's label (for `down`).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable, Sequence
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    CHANGED = "changed"
+    WOULD_CHANGE = "would-change"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class State(str, Enum):
+    PRESENT = "present"
+    DRIFTED = "drifted"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+
+
+class StepError(Exception):
+    """A step could not do its work. `hint` says what the user can do about it."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class WaitTimeout(StepError):
+    pass
+
+
+@dataclass
+class Check:
+    state: State
+    diff: list[str] = field(default_factory=list)
+    healthy: bool | None = None  # None: no health notion for this step
+    detail: str = ""
+    live: Any = None
+
+    @property
+    def converged(self) -> bool:
+        return self.state is State.PRESENT and self.healthy is not False
+
+
+@dataclass
+class Result:
+    step: str
+    outcome: Outcome
+    detail: str = ""
+    seconds: float = 0.0
+    check: Check | None = None
+    hint: str = ""
+
+
+class Step:
+    """Base class. Subclasses set `name` (unique, `area/thing`) and `title` (one line)."""
+
+    name: str = "step"
+    title: str = ""
+    #: seconds to wait for convergence after acting (None: settings.WAIT_TIMEOUT_SECONDS)
+    timeout: float | None = None
+    #: whether `down` handles this step
+    removable: bool = True
+
+    def skip_reason(self, ctx: "Context") -> str | None:
+        return None
+
+    def check(self, ctx: "Context") -> Check:
+        raise NotImplementedError
+
+    def apply(self, ctx: "Context", check: Check) -> None:
+        raise NotImplementedError
+
+    def remove(self, ctx: "Context") -> Outcome:
+        """Delete what this step made. Returns CHANGED (removed), OK (nothing there) or SKIPPED."""
+        return Outcome.SKIPPED
+
+    def remove_plan(self, ctx: "Context") -> Outcome:
+        """Dry-run of remove: WOULD_CHANGE if remove() would delete something."""
+        return Outcome.SKIPPED
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class Context:
+    """What every step may use: settings, clients (lazy), the reporter, the mode flags."""
+
+    def __init__(self, settings, reporter, *, dry_run: bool = False, debug: bool = False, verbose: bool = False,
+                 **options: Any):
+        self.settings = settings
+        self.options = options
+        self.reporter = reporter
+        self.dry_run = dry_run
+        self.debug = debug
+        self.verbose = verbose
+        self._cache: dict[str, Any] = {}
+        self._closers: list[Callable[[], None]] = []
+
+    def option(self, name: str) -> Any:
+        """A task flag such as `purge` (False when not given)."""
+        return self.options.get(name, False)
+
+    def cached(self, key: str, factory: Callable[[], Any], close: Callable[[Any], None] | None = None) -> Any:
+        if key not in self._cache:
+            value = factory()
+            self._cache[key] = value
+            if close is not None:
+                self._closers.append(lambda: close(value))
+        return self._cache[key]
+
+    def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # closing must never hide the real outcome
+                pass
+
+    def wait_timeout(self, step: Step | None = None) -> float:
+        if step is not None and step.timeout is not None:
+            return step.timeout
+        return float(self.settings.wait_timeout_seconds)
+
+
+def wait_until(
+    probe: Callable[[], tuple[bool, str]],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 2.0,
+    reporter=None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Call `probe` until it returns (True, state) or `timeout` passes; raise WaitTimeout with the last state."""
+    deadline = clock() + timeout
+    last = "not checked yet"
+    with (reporter.waiting(what) if reporter else _null()) as status:
+        while True:
+            done, last = probe()
+            if done:
+                return last
+            if status is not None:
+                status.update(last)
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"timed out after {timeout:.0f}s waiting for {what}; last state: {last}",
+                    hint="raise WAIT_TIMEOUT_SECONDS, or look at the object with kubectl describe",
+                )
+            sleep(min(interval, max(remaining, 0.01)))
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """One clear line and a hint for any exception a step may raise."""
+    from .errors import explain  # local import: keeps the engine free of client libraries
+
+    return explain(exc)
+
+
+class Runner:
+    """Runs steps in order (or reverse for down), collects results, never prints secrets."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.reporter = ctx.reporter
+
+    # -- up ---------------------------------------------------------------------------------
+    def up(self, steps: Sequence[Step]) -> list[Result]:
+        results: list[Result] = []
+        failed = False
+        for step in steps:
+            if failed:
+                results.append(self._report(Result(step.name, Outcome.SKIPPED, "not run: an earlier step failed")))
+                continue
+            result = self._guarded(step, self._up_one)
+            results.append(result)
+            failed = result.outcome is Outcome.FAILED
+        return results
+
+    def _up_one(self, step: Step) -> Result:
+        reason = step.skip_reason(self.ctx)
+        if reason:
+            return Result(step.name, Outcome.SKIPPED, reason)
+        check = step.check(self.ctx)
+        if check.converged:
+            return Result(step.name, Outcome.OK, check.detail, check=check)
+        if check.state is State.PRESENT and check.healthy is False:
+            # in place but not ready (yet): nothing to change, only wait
+            if self.ctx.dry_run:
+                return Result(step.name, Outcome.OK, f"in place, not ready: {check.detail}", check=check)
+            self._wait_converged(step)
+            return Result(step.name, Outcome.OK, "in place; became ready", check=check)
+        what = "create" if check.state is State.MISSING else "update"
+        detail = f"would {what}" + (f": {'; '.join(check.diff)}" if check.diff else "")
+        if self.ctx.dry_run:
+            return Result(step.name, Outcome.WOULD_CHANGE, detail, check=check)
+        step.apply(self.ctx, check)
+        after = self._wait_converged(step)
+        return Result(step.name, Outcome.CHANGED, f"{what}d" + (f" ({after.detail})" if after.detail else ""), check=after)
+
+    def _wait_converged(self, step: Step) -> Check:
+        holder: dict[str, Check] = {}
+
+        def probe() -> tuple[bool, str]:
+            check = step.check(self.ctx)
+            holder["check"] = check
+            state = check.state.value + (f", {check.detail}" if check.detail else "")
+            if check.diff:
+                state += f"; differs: {'; '.join(check.diff)}"
+            return check.converged, state
+
+        wait_until(probe, timeout=self.ctx.wait_timeout(step), what=f"{step.name} to be ready", reporter=self.reporter,
+                   interval=getattr(step, "poll_interval", 2.0))
+        return holder["check"]
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self, steps: Sequence[Step]) -> list[Result]:
+        return [self._guarded(step, self._status_one) for step in steps]
+
+    def _status_one(self, step: Step) -> Result:
+        reason = step.skip_reason(self.ctx)
+        if reason:
+            return Result(step.name, Outcome.SKIPPED, reason)
+        check = step.check(self.ctx)
+        outcome = Outcome.OK if check.converged else Outcome.FAILED
+        detail = check.state.value
+        if check.healthy is False:
+            detail += ", unhealthy"
+        if check.detail:
+            detail += f": {check.detail}"
+        if check.diff:
+            detail += f" (differs: {'; '.join(check.diff)})"
+        return Result(step.name, outcome, detail, check=check)
+
+    # -- down -------------------------------------------------------------------------------
+    def down(self, steps: Sequence[Step]) -> list[Result]:
+        results = []
+        for step in reversed(list(steps)):
+            if not step.removable:
+                continue
+            results.append(self._guarded(step, self._down_one))
+        return results
+
+    def _down_one(self, step: Step) -> Result:
+        if self.ctx.dry_run:
+            outcome = step.remove_plan(self.ctx)
+            return Result(step.name, outcome, "would delete" if outcome is Outcome.WOULD_CHANGE else "nothing to delete"
+                          if outcome is Outcome.OK else "kept")
+        outcome = step.remove(self.ctx)
+        detail = {Outcome.CHANGED: "deleted", Outcome.OK: "nothing to delete", Outcome.SKIPPED: "kept"}.get(outcome, "")
+        return Result(step.name, outcome, detail)
+
+    # -- shared -----------------------------------------------------------------------------
+    def _guarded(self, step: Step, body: Callable[[Step], Result]) -> Result:
+        started = time.monotonic()
+        self.reporter.step_started(step)
+        try:
+            result = body(step)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear line
+            message, hint = describe_error(exc)
+            if self.ctx.debug:
+                self.reporter.traceback("".join(traceback.format_exception(exc)))
+            result = Result(step.name, Outcome.FAILED, message, hint=hint)
+        result.seconds = time.monotonic() - started
+        return self._report(result)
+
+    def _report(self, result: Result) -> Result:
+        self.reporter.step_finished(result)
+        return result
+
+
+def exit_code(results: Iterable[Result]) -> int:
+    return 1 if any(r.outcome is Outcome.FAILED for r in results) else 0
