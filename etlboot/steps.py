@@ -1,0 +1,540 @@
+"""The kinds of step the stack is made of. Each follows the contract in engine.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from . import MANAGER
+from .engine import Check, Context, Outcome, State, Step, StepError, wait_until
+from .kube import Kube, is_managed, kind_of, subset_diff, with_identity
+from . import shell
+
+# -- shared clients (opened once per run) ---------------------------------------------------------
+
+
+def kube(ctx: Context) -> Kube:
+    return ctx.cached("kube", lambda: Kube.from_context(ctx.settings.kube_context,
+                                                         ctx.settings.request_timeout_seconds))
+
+
+# -- readiness per kind ---------------------------------------------------------------------------
+
+
+def _conditions(obj: dict) -> dict[str, str]:
+    return {c.get("type"): c.get("status") for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def readiness(obj: dict) -> tuple[bool | None, str]:
+    """(healthy, detail) for the kinds whose readiness matters; (None, '') for the rest."""
+    kind = obj.get("kind")
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    if kind in ("Deployment", "StatefulSet"):
+        want = spec.get("replicas", 1)
+        ready = status.get("readyReplicas", 0) or 0
+        fresh = (status.get("observedGeneration") or 0) >= (obj["metadata"].get("generation") or 0)
+        updated = status.get("updatedReplicas", 0) or 0
+        ok = fresh and ready >= want and updated >= want
+        return ok, f"{ready}/{want} ready" + ("" if fresh else ", rollout pending")
+    if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+        filled = bool((obj.get("data") or {}).get("token"))
+        return filled, "token filled" if filled else "token not filled yet"
+    if kind == "CustomResourceDefinition":
+        ok = _conditions(obj).get("Established") == "True"
+        return ok, "established" if ok else "not established"
+    if kind in ("EventBus", "EventSource", "Sensor"):
+        conditions = _conditions(obj)
+        if not conditions:
+            return False, "no status from the controller yet"
+        bad = sorted(t for t, s in conditions.items() if s != "True")
+        return not bad, "ready" if not bad else f"not ready: {', '.join(bad)}"
+    return None, ""
+
+
+# -- a Kubernetes object --------------------------------------------------------------------------
+
+
+class ObjectStep(Step):
+    """One Kubernetes object: server-side applied when missing or drifted; deleted by `down` if ours."""
+
+    #: objects `down` leaves alone unless --purge (they hold data)
+    keep_unless_purge = False
+
+    def __init__(self, name: str, build: Callable[[Context], dict], title: str = "", *,
+                 keep_unless_purge: bool = False, wait_ready: bool = True, sensitive: bool = False,
+                 before_apply: Callable[[Context, dict], None] | None = None,
+                 extra_health: Callable[[Context, dict], tuple[bool | None, str]] | None = None):
+        self.name = name
+        self.title = title
+        self._build = build
+        self.keep_unless_purge = keep_unless_purge
+        self.wait_ready = wait_ready
+        self.sensitive = sensitive  # a Secret: diffs name keys, never values
+        self.before_apply = before_apply
+        self.extra_health = extra_health
+
+    def desired(self, ctx: Context) -> dict:
+        return ctx.cached(f"desired:{self.name}",
+                          lambda: with_identity(self._build(ctx), ctx.settings.namespace))
+
+    def _ident(self, ctx: Context) -> tuple[str, str, str, str | None]:
+        obj = self.desired(ctx)
+        meta = obj["metadata"]
+        return obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")
+
+    def check(self, ctx: Context) -> Check:
+        desired = self.desired(ctx)
+        live = kube(ctx).get(*self._ident(ctx))
+        if live is None:
+            return Check(State.MISSING, detail="", healthy=None)
+        diff = subset_diff(desired, live)
+        state = State.DRIFTED if diff else State.PRESENT
+        healthy, detail = readiness(live) if self.wait_ready else (None, "")
+        if self.extra_health and healthy is not False:
+            extra, extra_detail = self.extra_health(ctx, live)
+            if extra is not None:
+                healthy = extra if healthy is None else (healthy and extra)
+                detail = "; ".join(d for d in (detail, extra_detail) if d)
+        if state is State.PRESENT and not is_managed(live):
+            detail = (detail + "; " if detail else "") + "exists but not labelled as ours"
+        return Check(state, diff=diff, healthy=healthy, detail=detail, live=live)
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        desired = self.desired(ctx)
+        if desired["apiVersion"].startswith("argoproj.io/"):
+            wait_for_crd(ctx, desired["apiVersion"], desired["kind"])
+        if self.before_apply:
+            self.before_apply(ctx, desired)
+        kube(ctx).apply(desired)
+
+    def _ours(self, ctx: Context) -> tuple[dict | None, bool]:
+        live = kube(ctx).get(*self._ident(ctx))
+        return live, is_managed(live)
+
+    def _removal_allowed(self, ctx: Context) -> bool:
+        return not self.keep_unless_purge or ctx.option("purge")
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        live, ours = self._ours(ctx)
+        if live is None:
+            return Outcome.OK
+        return Outcome.WOULD_CHANGE if ours and self._removal_allowed(ctx) else Outcome.SKIPPED
+
+    def remove(self, ctx: Context) -> Outcome:
+        live, ours = self._ours(ctx)
+        if live is None:
+            return Outcome.OK
+        if not ours or not self._removal_allowed(ctx):
+            return Outcome.SKIPPED
+        kube(ctx).delete(*self._ident(ctx))
+        return Outcome.CHANGED
+
+
+def secret_object(name: str, data: dict[str, str], labels: dict | None = None) -> dict:
+    """A Secret with base64 `data` (what the API stores), so a re-run compares equal."""
+    return {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, **({"labels": labels} if labels else {})},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def configmap_from_files(name: str, files: list[Path], annotations: dict | None = None) -> dict:
+    from .manifests import content_hash
+
+    data = {p.name: p.read_text(encoding="utf-8") for p in sorted(files)}
+    digest = content_hash(files)[:16] if files else "empty"
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "annotations": {f"{MANAGER}/content-hash": digest, **(annotations or {})}},
+        "data": data,
+    }
+
+
+# -- preflight ------------------------------------------------------------------------------------
+
+
+class ToolsStep(Step):
+    """Required executables are present; records their versions."""
+
+    removable = False
+
+    def __init__(self, tools: Callable[[Context], list[str]]):
+        self.name = "preflight/tools"
+        self.title = "kubectl, helm (and minikube, docker) are installed"
+        self._tools = tools
+
+    VERSION_ARGS = {
+        "kubectl": ("version", "--client", "-o", "json"),
+        "helm": ("version", "--short"),
+        "minikube": ("version", "--short"),
+        "docker": ("version", "--format", "{{.Server.Version}}"),
+    }
+
+    def check(self, ctx: Context) -> Check:
+        versions = []
+        missing = []
+        for tool in self._tools(ctx):
+            if shell.find(tool, ctx.settings) is None:
+                missing.append(tool)
+                continue
+            ran = shell.run(tool, ctx.settings, *self.VERSION_ARGS[tool], check=False, timeout=30)
+            text = ran.stdout.strip()
+            if tool == "kubectl":
+                try:
+                    text = json.loads(text)["clientVersion"]["gitVersion"]
+                except (ValueError, KeyError):
+                    pass
+            if tool == "docker" and not ran.ok:
+                raise StepError("docker is installed but its engine does not answer",
+                                hint="start Docker (and make sure your user may use it), or set MINIKUBE_DRIVER")
+            versions.append(f"{tool} {text.splitlines()[0] if text else '?'}")
+        if missing:
+            hint = ("run `invoke tools.install`" if set(missing) - {"docker"}
+                    else "install Docker: https://docs.docker.com/engine/install/")
+            raise StepError(f"missing executable(s): {', '.join(missing)}", hint=hint)
+        return Check(State.PRESENT, detail=", ".join(versions))
+
+
+class KubeContextStep(Step):
+    """The kube context is the configured one: the tool refuses to act on any other cluster."""
+
+    removable = False
+
+    def __init__(self):
+        self.name = "preflight/kube-context"
+        self.title = "kubectl's current context is KUBE_CONTEXT"
+
+    def check(self, ctx: Context) -> Check:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+
+        wanted = ctx.settings.kube_context
+        try:
+            contexts, active = config.list_kube_config_contexts()
+        except (ConfigException, FileNotFoundError) as exc:
+            raise StepError(f"no usable kubeconfig: {exc}", hint="start the cluster, or set KUBECONFIG") from None
+        names = [c["name"] for c in contexts]
+        if wanted not in names:
+            raise StepError(f"kube context {wanted!r} does not exist (have: {', '.join(names) or 'none'})",
+                            hint="set KUBE_CONTEXT in .env")
+        current = active.get("name") if active else None
+        if current != wanted:
+            raise StepError(f"current kube context is {current!r}, but KUBE_CONTEXT is {wanted!r}: refusing to act",
+                            hint=f"`kubectl config use-context {wanted}`, or set KUBE_CONTEXT={current}")
+        return Check(State.PRESENT, detail=wanted)
+
+
+# -- minikube -------------------------------------------------------------------------------------
+
+
+class MinikubeStep(Step):
+    """The minikube profile is running with at least the configured resources."""
+
+    def __init__(self):
+        self.name = "cluster/minikube"
+        self.title = "minikube profile running"
+        self.poll_interval = 3.0
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        return None if ctx.settings.uses_minikube else "CLUSTER=existing: using KUBE_CONTEXT as is"
+
+    def _status(self, ctx: Context) -> dict | None:
+        ran = shell.run("minikube", ctx.settings, "status", "-p", ctx.settings.minikube_profile, "-o", "json",
+                        check=False, timeout=60)
+        try:
+            data = json.loads(ran.stdout.strip().splitlines()[-1]) if ran.stdout.strip() else {}
+        except ValueError:
+            data = {}
+        if isinstance(data, list):
+            data = data[0] if data else {}
+        if ran.exit_code == 85 or data.get("Host") in (None, "Nonexistent"):
+            return None
+        return data
+
+    def _resources(self, ctx: Context) -> dict | None:
+        ran = shell.run("minikube", ctx.settings, "profile", "list", "-o", "json", check=False, timeout=60)
+        try:
+            profiles = json.loads(ran.stdout or "{}").get("valid") or []
+        except ValueError:
+            return None
+        for profile in profiles:
+            if profile.get("Name") == ctx.settings.minikube_profile:
+                return profile.get("Config") or {}
+        return None
+
+    def check(self, ctx: Context) -> Check:
+        status = self._status(ctx)
+        if status is None:
+            return Check(State.MISSING, detail="profile does not exist")
+        parts = {k: status.get(k) for k in ("Host", "Kubelet", "APIServer")}
+        running = all(v == "Running" for v in parts.values())
+        if not running:
+            return Check(State.DRIFTED, diff=[f"{k}={v}" for k, v in parts.items() if v != "Running"],
+                         detail="not running")
+        config = self._resources(ctx) or {}
+        low = []
+        if config.get("CPUs") and int(config["CPUs"]) < ctx.settings.minikube_cpus:
+            low.append(f"CPUs {config['CPUs']} < MINIKUBE_CPUS {ctx.settings.minikube_cpus}")
+        if config.get("Memory") and int(config["Memory"]) < ctx.settings.minikube_memory_mb:
+            low.append(f"memory {config['Memory']} MiB < MINIKUBE_MEMORY_MB {ctx.settings.minikube_memory_mb}")
+        if low:
+            raise StepError(f"profile {ctx.settings.minikube_profile!r} is too small: {'; '.join(low)}",
+                            hint="minikube cannot resize a profile: `invoke down --purge --minikube` then `invoke up`, "
+                                 "or lower the settings")
+        return Check(State.PRESENT, detail="running")
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        s = ctx.settings
+        args = ["start", "-p", s.minikube_profile, "--driver", s.minikube_driver, "--cpus", str(s.minikube_cpus),
+                "--memory", str(s.minikube_memory_mb)]
+        if s.minikube_kubernetes_version:
+            args += ["--kubernetes-version", s.minikube_kubernetes_version]
+        with ctx.reporter.waiting(f"minikube start -p {s.minikube_profile}"):
+            shell.run("minikube", s, *args, timeout=ctx.wait_timeout(self) + 600)
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        if not ctx.option("purge_minikube"):
+            return Outcome.SKIPPED
+        return Outcome.OK if self._status(ctx) is None else Outcome.WOULD_CHANGE
+
+    def remove(self, ctx: Context) -> Outcome:
+        if not ctx.option("purge_minikube"):
+            return Outcome.SKIPPED
+        if self._status(ctx) is None:
+            return Outcome.OK
+        shell.run("minikube", ctx.settings, "delete", "-p", ctx.settings.minikube_profile, timeout=600)
+        return Outcome.CHANGED
+
+
+class ImageBuildStep(Step):
+    """The workflow image, built inside minikube from code/Dockerfile, tagged with its inputs' hash."""
+
+    removable = False
+
+    def __init__(self):
+        self.name = "pipeline/image"
+        self.title = "ETL image built in minikube (content-hash tag)"
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.settings.values["ETL_IMAGE"]:
+            return f"using ETL_IMAGE={ctx.settings.values['ETL_IMAGE']}"
+        if not ctx.settings.uses_minikube:
+            return "CLUSTER=existing"
+        return None
+
+    def check(self, ctx: Context) -> Check:
+        from .manifests import etl_image
+
+        tag = etl_image(ctx.settings)
+        ran = shell.run("minikube", ctx.settings, "image", "ls", "-p", ctx.settings.minikube_profile, check=False,
+                        timeout=120)
+        present = any(line.strip().endswith(tag) for line in ran.stdout.splitlines())
+        return Check(State.PRESENT if present else State.MISSING, detail=tag)
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        from .manifests import CODE, etl_image
+
+        tag = etl_image(ctx.settings)
+        with ctx.reporter.waiting(f"minikube image build {tag}"):
+            shell.run("minikube", ctx.settings, "image", "build", "-t", tag, "-p", ctx.settings.minikube_profile,
+                      str(CODE), timeout=1800)
+
+
+# -- helm -----------------------------------------------------------------------------------------
+
+
+class HelmReleaseStep(Step):
+    """A pinned argo-helm chart release; upgraded only when the chart version or values differ."""
+
+    def __init__(self, name: str, release: Callable[[Context], str], chart: str,
+                 version: Callable[[Context], str], values: Callable[[Context], dict], title: str = ""):
+        self.name = name
+        self.title = title
+        self._release = release
+        self.chart = chart
+        self._version = version
+        self._values = values
+        self.poll_interval = 3.0
+
+    def _helm(self, ctx: Context, *args: str, check: bool = True, timeout: float = 120):
+        return shell.run("helm", ctx.settings, "--kube-context", ctx.settings.kube_context, *args,
+                         check=check, timeout=timeout)
+
+    def _status(self, ctx: Context) -> dict | None:
+        ran = self._helm(ctx, "status", self._release(ctx), "-n", ctx.settings.namespace, "-o", "json", check=False)
+        if not ran.ok:
+            if "not found" in ran.stderr:
+                return None
+            raise StepError(f"helm status {self._release(ctx)} failed: {ran.stderr.strip()[-200:]}")
+        return json.loads(ran.stdout)
+
+    def check(self, ctx: Context) -> Check:
+        status = self._status(ctx)
+        if status is None:
+            return Check(State.MISSING)
+        diff = []
+        chart_meta = (status.get("chart") or {}).get("metadata") or {}
+        want = self._version(ctx)
+        if chart_meta.get("name") not in (None, self.chart):
+            raise StepError(f"release {self._release(ctx)} exists but runs chart {chart_meta.get('name')!r}, "
+                            f"not {self.chart!r}: not ours", hint="pick another release name in .env")
+        if chart_meta.get("version") != want:
+            diff.append(f"chart version {chart_meta.get('version')} -> {want}")
+        diff += [f"values{p}" for p in _values_diff(self._values(ctx), status.get("config") or {})]
+        phase = (status.get("info") or {}).get("status")
+        healthy, detail = phase == "deployed", f"{phase}, chart {chart_meta.get('version')}"
+        if healthy:
+            healthy, ready = self._workloads_ready(ctx)
+            detail += f", {ready}"
+        return Check(State.DRIFTED if diff else State.PRESENT, diff=diff, healthy=healthy, detail=detail)
+
+    def _workloads_ready(self, ctx: Context) -> tuple[bool, str]:
+        deployments = kube(ctx).list("apps/v1", "Deployment", ctx.settings.namespace,
+                                     label_selector=f"app.kubernetes.io/instance={self._release(ctx)}")
+        if not deployments:
+            return False, "no deployments yet"
+        waiting = [d["metadata"]["name"] for d in deployments if readiness(d)[0] is not True]
+        return not waiting, "deployments ready" if not waiting else f"waiting for {', '.join(waiting)}"
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        s = ctx.settings
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-", delete=True) as handle:
+            yaml.safe_dump(self._values(ctx), handle)
+            handle.flush()
+            with ctx.reporter.waiting(f"helm upgrade --install {self._release(ctx)}"):
+                self._helm(ctx, "upgrade", "--install", self._release(ctx), self.chart, "--repo", s.helm_repo_url,
+                           "--version", self._version(ctx), "-n", s.namespace, "--create-namespace",
+                           "-f", handle.name, "--wait", "--timeout", s.helm_timeout,
+                           timeout=ctx.wait_timeout(self) + _seconds(s.helm_timeout))
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        return Outcome.OK if self._status(ctx) is None else Outcome.WOULD_CHANGE
+
+    def remove(self, ctx: Context) -> Outcome:
+        if self._status(ctx) is None:
+            return Outcome.OK
+        self._helm(ctx, "uninstall", self._release(ctx), "-n", ctx.settings.namespace, "--wait", timeout=600)
+        return Outcome.CHANGED
+
+
+def _seconds(duration: str) -> float:
+    import re
+
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+)([hms])", duration):
+        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
+
+
+def _values_diff(desired, live, path: str = "") -> list[str]:
+    if isinstance(desired, dict) and isinstance(live, dict):
+        out = []
+        for key in sorted(set(desired) | set(live)):
+            if key not in desired:
+                out.append(f"{path}.{key} (extra)")
+            else:
+                out += _values_diff(desired[key], live.get(key), f"{path}.{key}")
+        return out
+    return [] if desired == live else [path or "."]
+
+
+# -- CRDs of a chart ------------------------------------------------------------------------------
+
+
+class CrdsStep(Step):
+    """Argo CRDs: installed by the charts and kept on uninstall; `down --purge` removes them."""
+
+    def __init__(self, name: str, crds: list[str], title: str = ""):
+        self.name = name
+        self.title = title
+        self.crds = crds
+        self.poll_interval = 1.0
+
+    def check(self, ctx: Context) -> Check:
+        missing, pending = [], []
+        for crd in self.crds:
+            live = kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
+            if live is None:
+                missing.append(crd)
+            elif readiness(live)[0] is not True:
+                pending.append(crd)
+        if missing:
+            return Check(State.MISSING, diff=[f"missing {c}" for c in missing])
+        return Check(State.PRESENT, healthy=not pending,
+                     detail="established" if not pending else f"not established: {', '.join(pending)}")
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        raise StepError(f"CRDs missing after the chart install: {'; '.join(check.diff)}",
+                        hint="the chart installs them (crds.install=true); check `helm status`")
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        if not ctx.option("purge"):
+            return Outcome.SKIPPED
+        present = [c for c in self.crds if kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", c)]
+        return Outcome.WOULD_CHANGE if present else Outcome.OK
+
+    def remove(self, ctx: Context) -> Outcome:
+        if not ctx.option("purge"):
+            return Outcome.SKIPPED
+        removed = [kube(ctx).delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", c) for c in self.crds]
+        return Outcome.CHANGED if any(removed) else Outcome.OK
+
+
+# -- MinIO buckets --------------------------------------------------------------------------------
+
+
+def minio_client(ctx: Context):
+    """A minio client through a port-forward opened once per run and closed at its end."""
+    from minio import Minio
+
+    from .portforward import PortForward
+
+    def open_forward():
+        return PortForward(ctx.settings, "svc/minio", 9000).start()
+
+    forward = ctx.cached("minio-forward", open_forward, close=lambda f: f.stop())
+    return ctx.cached("minio-client", lambda: Minio(forward.endpoint, access_key=ctx.settings.minio_root_user,
+                                                     secret_key=ctx.settings.minio_root_password, secure=False))
+
+
+class BucketStep(Step):
+    """A MinIO bucket, created through a port-forward. `down` keeps buckets (they are MinIO's data)."""
+
+    removable = False
+
+    def __init__(self, bucket: Callable[[Context], str], name: str):
+        self.name = name
+        self.title = "MinIO bucket"
+        self._bucket = bucket
+
+    def check(self, ctx: Context) -> Check:
+        bucket = self._bucket(ctx)
+        exists = minio_client(ctx).bucket_exists(bucket)
+        return Check(State.PRESENT if exists else State.MISSING, detail=bucket)
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        minio_client(ctx).make_bucket(self._bucket(ctx))
+
+
+def wait_for_crd(ctx: Context, api_version: str, kind: str) -> None:
+    """Custom resources can be applied only once their CRD is established."""
+    k = kind_of(api_version, kind)
+    group = api_version.split("/")[0]
+    crd = f"{k.plural}.{group}"
+
+    def probe():
+        live = kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
+        if live is None:
+            return False, f"{crd} not installed"
+        ok, detail = readiness(live)
+        return bool(ok), f"{crd} {detail}"
+
+    wait_until(probe, timeout=ctx.wait_timeout(), what=f"CRD {crd}", reporter=ctx.reporter, interval=1.0)

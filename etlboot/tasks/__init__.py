@@ -1,0 +1,1 @@
+"""Invoke task modules, one per namespace; tasks.py at the top level only assembles them."""

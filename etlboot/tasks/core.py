@@ -1,0 +1,107 @@
+"""Root tasks: up, status, down, ui, render."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import yaml
+from invoke import Exit, task
+
+from .. import PROJECT_ROOT
+from .. import manifests as m
+from ..cli import COMMON_HELP, confirm, load_settings, make_context, run_mode
+from ..stack import STACKS, up_steps
+
+
+def _select(only: str):
+    if not only:
+        return up_steps
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STACKS]
+    if unknown:
+        raise Exit(f"unknown --only {', '.join(unknown)} (choose from {', '.join(STACKS)})", code=2)
+    return lambda ctx: [step for n in names for step in STACKS[n](ctx)]
+
+
+@task(help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)"})
+def up(c, dry_run=False, debug=False, verbose=False, only=""):
+    """Stand up the whole stack (idempotent): minikube, Argo Events/Workflows, MinIO, the pipelines."""
+    run_mode("up", _select(only), title="up", dry_run=dry_run, debug=debug, verbose=verbose)
+
+
+@task(help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp"})
+def status(c, debug=False, only=""):
+    """Check every step: present / drifted / missing, healthy or not. Changes nothing."""
+    run_mode("status", _select(only), title="status", debug=debug)
+
+
+@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
+            "purge": "also delete data (MinIO volume), the namespace and the Argo CRDs",
+            "minikube": "with --purge: also delete the minikube profile"})
+def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, verbose=False):
+    """Remove what `up` made (only objects carrying the tool's label), in reverse order."""
+    settings = load_settings()
+    if minikube and not purge:
+        raise Exit("--minikube only goes with --purge", code=2)
+    if not dry_run:
+        what = "everything the tool made, INCLUDING DATA" if purge else "what the tool made (data is kept)"
+        confirm(f"Delete {what} in namespace {settings.namespace} on context {settings.kube_context}?", yes)
+    run_mode("down", up_steps, title="down", dry_run=dry_run, debug=debug, verbose=verbose, settings=settings,
+             purge=purge, purge_minikube=minikube)
+
+
+@task(help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
+            "argo_port": "local port for the Argo UI", "minio_port": "local port for the MinIO console"})
+def ui(c, show_token=False, argo_port=2746, minio_port=9001):
+    """Print the Argo UI and MinIO console addresses and forward their ports until Ctrl-C."""
+    from ..portforward import PortForward
+    from ..steps import kube
+
+    settings = load_settings()
+    ctx = make_context(settings)
+    server_sa = m.variables(settings)["ARGO_SERVER_SA"]
+    if show_token:
+        secret = kube(ctx).get("v1", "Secret", f"{server_sa}.service-account-token", settings.namespace)
+        token = ((secret or {}).get("data") or {}).get("token")
+        if not token:
+            raise Exit("the Argo server token is not there (yet): run `invoke up`", code=1)
+        print(f"Bearer {base64.b64decode(token).decode()}")  # deliberately not redacted: asked for
+    forwards = [PortForward(settings, f"svc/{server_sa}", 2746, argo_port),
+                PortForward(settings, "svc/minio", 9001, minio_port)]
+    try:
+        for forward in forwards:
+            forward.start()
+        ctx.reporter.say(f"Argo UI:       http://localhost:{forwards[0].local_port}  (log in with `invoke ui --show-token`)")
+        ctx.reporter.say(f"MinIO console: http://localhost:{forwards[1].local_port}  (user {settings.minio_root_user}; "
+                         "password MINIO_ROOT_PASSWORD in .env)")
+        ctx.reporter.say("forwarding; Ctrl-C to stop")
+        while all(f.process and f.process.poll() is None for f in forwards):
+            time.sleep(0.5)
+        raise Exit("a port-forward ended", code=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for forward in forwards:
+            forward.stop()
+
+
+@task(help={"out": "directory for the rendered YAML (default build/manifests)"})
+def render(c, out="build/manifests"):
+    """Write the rendered manifests (no Secrets) for reading or `kubectl apply -f`."""
+    settings = load_settings()
+    values = m.variables(settings)
+    target = PROJECT_ROOT / out if not Path(out).is_absolute() else Path(out)
+    count = 0
+    for folder in sorted(p for p in m.MANIFESTS.iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.yaml")):
+            docs = m.render(path, values)
+            dest = target / folder.name / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            for doc in docs:
+                if doc.get("kind") not in ("Namespace", "CustomResourceDefinition"):
+                    doc.setdefault("metadata", {}).setdefault("namespace", settings.namespace)
+            dest.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            count += 1
+    print(f"wrote {count} files under {target}")

@@ -1,0 +1,33 @@
+"""`invoke tools.install`: pinned, checksum-verified kubectl, helm and minikube in TOOLS_DIR."""
+
+from __future__ import annotations
+
+from invoke import Collection, Exit, task
+
+from ..cli import load_settings
+from ..report import Reporter
+from ..shell import INSTALLABLE, tools_dir
+
+
+@task(help={"only": "comma-separated subset of kubectl,helm,minikube", "force": "download even if installed"},
+      name="install")
+def install(c, only="", force=False):
+    """Download pinned, checksum-verified kubectl, helm and minikube into TOOLS_DIR (default .bin)."""
+    from ..toolinstall import install as do_install
+
+    settings = load_settings(generate=False)
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(INSTALLABLE)
+    unknown = [n for n in names if n not in INSTALLABLE]
+    if unknown:
+        raise Exit(f"unknown tool(s): {', '.join(unknown)} (choose from {', '.join(INSTALLABLE)})", code=2)
+    reporter = Reporter()
+    results = do_install(names, tools_dir(settings), force=force, reporter=reporter.say)
+    failed = [r for r in results if r.outcome == "failed"]
+    for r in results:
+        reporter.say(f"{'✗' if r.outcome == 'failed' else '✓'} {r.name:<9} {r.version:<10} {r.outcome}: {r.detail}")
+    if failed:
+        raise Exit(code=1)
+
+
+ns = Collection("tools")
+ns.add_task(install)
