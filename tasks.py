@@ -1,0 +1,8 @@
+"""argo-etl-bootstrap tasks. `invoke --list` shows them; each task's code is in etlboot/tasks/<namespace>.py."""
+
+from invoke import Collection
+
+from etlboot.tasks import core, tools
+
+ns = Collection(core.up, core.status, core.down, core.ui, core.render)
+ns.add_collection(tools.ns)
