@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import sh
 
 from . import PROJECT_ROOT
 from .engine import StepError
+from .toolinstall import find_tool
 
 INSTALLABLE = ("kubectl", "helm", "minikube")
 
@@ -20,10 +20,7 @@ def tools_dir(settings) -> Path:
 
 
 def find(name: str, settings) -> str | None:
-    local = tools_dir(settings) / name
-    if local.is_file() and local.stat().st_mode & 0o111:
-        return str(local)
-    return shutil.which(name)
+    return find_tool(name, tools_dir(settings))
 
 
 def require(name: str, settings) -> str:
