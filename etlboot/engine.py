@@ -77,6 +77,10 @@ class Step:
     timeout: float | None = None
     #: whether `down` handles this step
     removable: bool = True
+    #: names of steps that must be in place before this one can even be checked
+    depends_on: tuple[str, ...] = ()
+    #: every later step depends on this one (the cluster itself)
+    gates_all: bool = False
 
     def skip_reason(self, ctx: "Context") -> str | None:
         return None
@@ -194,13 +198,23 @@ class Runner:
     def up(self, steps: Sequence[Step]) -> list[Result]:
         results: list[Result] = []
         failed = False
+        pending: dict[str, str] = {}  # dry run: steps that would change, which later steps wait for
+        gate: str | None = None
         for step in steps:
             if failed:
                 results.append(self._report(Result(step.name, Outcome.SKIPPED, "not run: an earlier step failed")))
                 continue
-            result = self._guarded(step, self._up_one)
+            blocker = gate or next((d for d in step.depends_on if d in pending), None)
+            if blocker:
+                result = self._report(Result(step.name, Outcome.WOULD_CHANGE, f"would be checked after {blocker}"))
+            else:
+                result = self._guarded(step, self._up_one)
             results.append(result)
             failed = result.outcome is Outcome.FAILED
+            if result.outcome is Outcome.WOULD_CHANGE:
+                pending[step.name] = result.detail
+                if step.gates_all:
+                    gate = step.name
         return results
 
     def _up_one(self, step: Step) -> Result:
@@ -241,7 +255,21 @@ class Runner:
 
     # -- status -----------------------------------------------------------------------------
     def status(self, steps: Sequence[Step]) -> list[Result]:
-        return [self._guarded(step, self._status_one) for step in steps]
+        results: list[Result] = []
+        down: set[str] = set()  # steps not in place, which dependent steps cannot be checked without
+        gate: str | None = None
+        for step in steps:
+            blocker = gate or next((d for d in step.depends_on if d in down), None)
+            if blocker:
+                result = self._report(Result(step.name, Outcome.FAILED, f"not checked: {blocker} is not in place"))
+            else:
+                result = self._guarded(step, self._status_one)
+            results.append(result)
+            if result.outcome is Outcome.FAILED:
+                down.add(step.name)
+                if step.gates_all:
+                    gate = step.name
+        return results
 
     def _status_one(self, step: Step) -> Result:
         reason = step.skip_reason(self.ctx)
@@ -260,6 +288,20 @@ class Runner:
 
     # -- down -------------------------------------------------------------------------------
     def down(self, steps: Sequence[Step]) -> list[Result]:
+        # first the gates (tools, cluster, context): nothing can be deleted from a cluster we cannot reach
+        for step in steps:
+            if not step.gates_all or step.skip_reason(self.ctx):
+                continue
+            try:
+                check = step.check(self.ctx)
+            except Exception as exc:  # noqa: BLE001
+                message, hint = describe_error(exc)
+                return [self._report(Result(step.name, Outcome.FAILED, message, hint=hint))]
+            if check.state is State.MISSING:
+                return [self._report(Result(step.name, Outcome.OK, "nothing to delete: it does not exist"))]
+            if not check.converged:
+                return [self._report(Result(step.name, Outcome.FAILED, f"cannot delete anything: {check.detail}",
+                                            hint="start it, then run down again"))]
         results = []
         for step in reversed(list(steps)):
             if not step.removable:

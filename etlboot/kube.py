@@ -74,6 +74,13 @@ def is_managed(obj: dict | None) -> bool:
     return bool(obj) and (obj.get("metadata", {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGER
 
 
+def kubeconfig_path() -> str:
+    """KUBECONFIG as it is now (the client reads it once at import), else ~/.kube/config."""
+    import os
+
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
 class Kube:
     """Thin, explicit access to one cluster (one kube context)."""
 
@@ -86,7 +93,7 @@ class Kube:
     def from_context(cls, context: str, request_timeout: float = 30.0) -> "Kube":
         from kubernetes import config
 
-        return cls(config.new_client_from_config(context=context), request_timeout)
+        return cls(config.new_client_from_config(config_file=kubeconfig_path(), context=context), request_timeout)
 
     # -- raw ----------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,

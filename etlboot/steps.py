@@ -12,7 +12,7 @@ import yaml
 
 from . import MANAGER
 from .engine import Check, Context, Outcome, State, Step, StepError, wait_until
-from .kube import Kube, is_managed, kind_of, subset_diff, with_identity
+from .kube import Kube, is_managed, kubeconfig_path, kind_of, subset_diff, with_identity
 from . import shell
 
 # -- shared clients (opened once per run) ---------------------------------------------------------
@@ -165,6 +165,7 @@ class ToolsStep(Step):
     """Required executables are present; records their versions."""
 
     removable = False
+    gates_all = True
 
     def __init__(self, tools: Callable[[Context], list[str]]):
         self.name = "preflight/tools"
@@ -207,6 +208,7 @@ class KubeContextStep(Step):
     """The kube context is the configured one: the tool refuses to act on any other cluster."""
 
     removable = False
+    gates_all = True
 
     def __init__(self):
         self.name = "preflight/kube-context"
@@ -218,7 +220,7 @@ class KubeContextStep(Step):
 
         wanted = ctx.settings.kube_context
         try:
-            contexts, active = config.list_kube_config_contexts()
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig_path())
         except (ConfigException, FileNotFoundError) as exc:
             raise StepError(f"no usable kubeconfig: {exc}", hint="start the cluster, or set KUBECONFIG") from None
         names = [c["name"] for c in contexts]
@@ -237,6 +239,8 @@ class KubeContextStep(Step):
 
 class MinikubeStep(Step):
     """The minikube profile is running with at least the configured resources."""
+
+    gates_all = True
 
     def __init__(self):
         self.name = "cluster/minikube"
@@ -509,6 +513,8 @@ class BucketStep(Step):
     """A MinIO bucket, created through a port-forward. `down` keeps buckets (they are MinIO's data)."""
 
     removable = False
+
+    depends_on = ("minio/deployment/minio", "minio/service/minio")
 
     def __init__(self, bucket: Callable[[Context], str], name: str):
         self.name = name

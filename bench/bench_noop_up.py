@@ -1,0 +1,82 @@
+"""No-op `up` on a converged stack, against the Kubernetes API emulator and the CLI stand-ins.
+
+Prints wall time, Kubernetes API requests by verb, and helm/minikube/kubectl invocations, beside the targets
+(zero writes; at most one read per managed object plus one `helm status` / `minikube status` each).
+
+    .venv/bin/python bench/bench_noop_up.py [--runs 3] [--only platform,pipeline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from _pytest.monkeypatch import MonkeyPatch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from stack_harness import World  # noqa: E402
+
+
+def main() -> int:
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="platform,pipeline")
+    args = parser.parse_args()
+    patch = MonkeyPatch()
+    world = World(Path(tempfile.mkdtemp(prefix="bench-noop-")), patch)
+    try:
+        code, out = world.run("up", only=args.only)
+        if code:
+            print(out)
+            return 1
+        walls, verbs, tools = [], Counter(), Counter()
+        managed = sum(1 for line in out.splitlines() if " changed " in f" {line} ")
+        for _ in range(args.runs):
+            world.reset_calls()
+            started = time.perf_counter()
+            code, out = world.run("up", only=args.only)
+            walls.append(time.perf_counter() - started)
+            if code or " changed " in out:
+                print(out)
+                return 1
+            verbs = Counter(r["method"] for r in world.emu.requests)
+            tools = Counter()
+            for tool in ("helm", "minikube", "kubectl", "docker"):
+                for argv in world.calls(tool):
+                    sub = next((a for a in argv if a in {"status", "version", "profile", "image", "port-forward",
+                                                         "list", "get", "info"}), argv[0] if argv else "")
+                    tools[f"{tool} {sub}"] += 1
+        writes = sum(n for verb, n in verbs.items() if verb != "GET")
+        table = Table(title=f"no-op `up --only {args.only}` ({args.runs} runs, converged stack)")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_column("target")
+        table.add_row("wall time (median)", f"{statistics.median(walls):.2f} s", "")
+        table.add_row("steps that changed on the first up", str(managed), "")
+        for verb in sorted(verbs):
+            table.add_row(f"API {verb}", str(verbs[verb]),
+                          f"≤ 1 per managed object (+1 LIST per release)" if verb == "GET" else "0")
+        table.add_row("API writes", str(writes), "0")
+        for name in sorted(tools):
+            table.add_row(name, str(tools[name]), "1 each for status" if "status" in name else "")
+        Console().print(table)
+        return 0 if writes == 0 else 1
+    finally:
+        world.close()
+        patch.undo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
