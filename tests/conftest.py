@@ -31,3 +31,39 @@ def env_file(tmp_path, monkeypatch):
     path = tmp_path / ".env"
     monkeypatch.setenv("ETLBOOT_ENV_FILE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def real_cluster():
+    """The configured cluster, reachable; otherwise the test is skipped with the reason."""
+    import os
+    import shutil
+
+    from etlboot import config
+
+    settings = config.load(generate=False)
+    for tool in ("kubectl", "helm") + (("minikube", "docker") if settings.uses_minikube else ()):
+        if not shutil.which(tool) and not (ROOT / settings.values["TOOLS_DIR"] / tool).exists():
+            pytest.skip(f"no real cluster here: `{tool}` is not installed")
+    if settings.uses_minikube and not shutil.which("docker"):
+        pytest.skip("no real cluster here: minikube needs Docker")
+    if not settings.uses_minikube:
+        try:
+            from etlboot.kube import Kube
+
+            Kube.from_context(settings.kube_context, 10).list("v1", "Namespace")
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"no real cluster here: context {settings.kube_context!r} is not reachable ({exc})")
+    os.environ.setdefault("WAIT_TIMEOUT_SECONDS", "600")
+    return settings
+
+
+def run_task(module, name: str, **kwargs) -> int:
+    """Run an Invoke task in-process; its exit code."""
+    from invoke import Context, Exit
+
+    try:
+        getattr(module, name)(Context(), **kwargs)
+    except Exit as exc:
+        return exc.code
+    return 0
