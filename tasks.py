@@ -2,7 +2,8 @@
 
 from invoke import Collection
 
-from etlboot.tasks import core, tools
+from etlboot.tasks import core, examples, tools
 
 ns = Collection(core.up, core.status, core.down, core.ui, core.render)
 ns.add_collection(tools.ns)
+ns.add_collection(examples.ns)

@@ -57,13 +57,3 @@ def real_cluster():
     os.environ.setdefault("WAIT_TIMEOUT_SECONDS", "600")
     return settings
 
-
-def run_task(module, name: str, **kwargs) -> int:
-    """Run an Invoke task in-process; its exit code."""
-    from invoke import Context, Exit
-
-    try:
-        getattr(module, name)(Context(), **kwargs)
-    except Exit as exc:
-        return exc.code
-    return 0

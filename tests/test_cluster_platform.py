@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_task
+from task_runner import run_task
 
 pytestmark = pytest.mark.cluster
 
