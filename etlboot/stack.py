@@ -8,7 +8,7 @@ import yaml
 
 from . import manifests as m
 from .engine import Context, StepError, Step
-from .steps import (BucketStep, CrdsStep, HelmReleaseStep, ImageBuildStep, KubeContextStep, MinikubeStep,
+from .steps import (BucketStep, MinioEventSourceStep, CrdsStep, HelmReleaseStep, ImageBuildStep, KubeContextStep, MinikubeStep,
                     ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
 
 ARGO_EVENTS_CRDS = ["eventbus.argoproj.io", "eventsources.argoproj.io", "sensors.argoproj.io"]
@@ -44,7 +44,8 @@ def _tools(ctx: Context) -> list[str]:
 
 def _doc_step(group: str, doc: dict, **kwargs) -> ObjectStep:
     name = f"{group}/{doc['kind'].lower()}/{doc['metadata']['name']}"
-    return ObjectStep(name, lambda ctx, d=doc: d, **kwargs)
+    cls = MinioEventSourceStep if doc["kind"] == "EventSource" and "minio" in (doc.get("spec") or {}) else ObjectStep
+    return cls(name, lambda ctx, d=doc: d, **kwargs)
 
 
 def _group_steps(ctx: Context, group: str, **kwargs) -> list[Step]:

@@ -544,3 +544,55 @@ def wait_for_crd(ctx: Context, api_version: str, kind: str) -> None:
         return bool(ok), f"{crd} {detail}"
 
     wait_until(probe, timeout=ctx.wait_timeout(), what=f"CRD {crd}", reporter=ctx.reporter, interval=1.0)
+
+
+# -- MinIO EventSources: listening or silently dead ------------------------------------------------
+
+LISTENING = "started listening to bucket notifications"
+STOPPED = "event source is stopped"
+
+
+def minio_listener_state(kube_client: Kube, namespace: str, eventsource: str) -> tuple[bool | None, str]:
+    """(True, ...) listening; (False, ...) its pod runs but the listener ended; (None, ...) cannot tell yet.
+
+    A MinIO EventSource whose bucket was missing or whose MinIO was down when it started logs
+    "event source is stopped" and never listens again until its pod restarts (see README).
+    """
+    pods = kube_client.list("v1", "Pod", namespace, label_selector=f"eventsource-name={eventsource}")
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    if not running:
+        return None, "no running pod yet"
+    log = kube_client.pod_log(namespace, running[0]["metadata"]["name"], container="main", tail=500)
+    started, stopped = log.rfind(LISTENING), log.rfind(STOPPED)
+    if stopped > started:
+        return False, "listener stopped (bucket missing or MinIO down when it started)"
+    if started >= 0:
+        return True, "listening"
+    return None, "listener not started yet"
+
+
+class MinioEventSourceStep(ObjectStep):
+    """A MinIO EventSource: applied like any object, and healthy only while its listener runs.
+
+    A stopped listener shows as drift; `up` repairs it by restarting the pod (the Deployment makes a new one).
+    """
+
+    def check(self, ctx: Context) -> Check:
+        check = super().check(ctx)
+        if check.state is State.MISSING or check.healthy is False:
+            return check
+        listening, detail = minio_listener_state(kube(ctx), ctx.settings.namespace, self.desired(ctx)["metadata"]["name"])
+        check.detail = "; ".join(d for d in (check.detail, detail) if d)
+        if listening is False:
+            check.state = State.DRIFTED
+            check.diff.append("listener stopped: restart its pod")
+        check.healthy = bool(listening)
+        return check
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        if any(not d.startswith("listener") for d in check.diff) or check.state is State.MISSING:
+            super().apply(ctx, check)
+        if "listener stopped: restart its pod" in check.diff:
+            name = self.desired(ctx)["metadata"]["name"]
+            for pod in kube(ctx).list("v1", "Pod", ctx.settings.namespace, label_selector=f"eventsource-name={name}"):
+                kube(ctx).delete("v1", "Pod", pod["metadata"]["name"], ctx.settings.namespace)

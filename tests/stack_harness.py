@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -68,12 +69,46 @@ class World:
             monkeypatch.setenv(key, value)
         # the Argo Events controller marks what it reconciled (condition names as in its API types)
         self.emu.on_write("EventBus", lambda obj: _conditions(obj, "Configured", "Deployed"))
-        self.emu.on_write("EventSource", lambda obj: _conditions(obj, "SourcesProvided", "Deployed"))
+        self.emu.on_write("EventSource", self._eventsource_controller)
+        #: what a MinIO EventSource pod logs: "listening" or "stopped" (the silent failure)
+        self.listener = "listening"
+        # a Deployment controller's one job here: an EventSource whose pod was deleted gets a new one
+        self._stop = threading.Event()
+        self._controller = threading.Thread(target=self._recreate_pods, daemon=True)
+        self._controller.start()
         self.emu.on_write("Sensor", lambda obj: _conditions(obj, "DependenciesProvided", "TriggersProvided", "Deployed"))
         # kubernetes' kubeconfig loader caches nothing between calls; make sure no in-cluster config is used
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
+    def _eventsource_controller(self, obj: dict) -> dict:
+        """Deploy the EventSource's pod (label eventsource-name) with the log its listener would write."""
+        meta = obj["metadata"]
+        pod = f"{meta['name']}-eventsource-pod"
+        self.emu.put_object({"apiVersion": "v1", "kind": "Pod",
+                             "metadata": {"name": pod, "namespace": meta["namespace"],
+                                          "labels": {"eventsource-name": meta["name"]}},
+                             "status": {"phase": "Running"}})
+        self.set_listener(meta["namespace"], meta["name"], self.listener)
+        return _conditions(obj, "SourcesProvided", "Deployed")
+
+    def set_listener(self, namespace: str, eventsource: str, state: str) -> None:
+        lines = ['{"level":"info","msg":"starting minio event source..."}',
+                 '{"level":"info","msg":"started listening to bucket notifications..."}']
+        if state == "stopped":
+            lines += ['{"level":"error","msg":"invalid notification","error":"The specified bucket does not exist"}',
+                      '{"level":"info","msg":"event source is stopped"}']
+        self.emu.set_pod_log(namespace, f"{eventsource}-eventsource-pod", "\n".join(lines) + "\n")
+
+    def _recreate_pods(self) -> None:
+        while not self._stop.wait(0.2):
+            for source in self.emu.objects("EventSource"):
+                meta = source["metadata"]
+                if self.emu.get("Pod", f"{meta['name']}-eventsource-pod", meta["namespace"]) is None:
+                    self._eventsource_controller(source)
+
     def close(self):
+        self._stop.set()
+        self._controller.join(2)
         self.emu.stop()
         self.moto.stop()
 

@@ -125,7 +125,7 @@ def test_api_500_mid_up_is_a_clear_failure_and_next_up_converges(world):
 
 
 def test_api_timeout_mid_up_is_a_clear_failure(world):
-    world.emu.delay_next(8, method="PATCH", path_contains="/services/minio", count=5)
+    world.emu.delay_next(8, method="PATCH", path_contains="/services/minio", count=1)
     code, out = world.run("up", only="platform")
     assert code == 1
     failed = outcome_lines(out, "failed")
