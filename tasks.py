@@ -2,8 +2,9 @@
 
 from invoke import Collection
 
-from etlboot.tasks import core, examples, tools
+from etlboot.tasks import aws, core, examples, tools
 
 ns = Collection(core.up, core.status, core.down, core.ui, core.render)
 ns.add_collection(tools.ns)
 ns.add_collection(examples.ns)
+ns.add_collection(aws.ns)

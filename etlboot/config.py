@@ -86,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_REGION", "", "AWS region (required for aws.* tasks)", optional=True, group="aws"),
     Setting("AWS_PROFILE", "", "AWS profile; or give credentials through the standard AWS_* variables", optional=True, group="aws"),
     Setting("AWS_ENDPOINT_URL", "", "custom AWS endpoint (tests point this at a local moto server)", "url", optional=True, group="aws"),
+    Setting("AWS_MAX_ATTEMPTS", "5", "attempts per AWS call (standard retry mode: throttling and 5xx are retried with backoff)", "int", minimum=1, maximum=20, group="aws"),
     Setting("AWS_BUCKET", "", "S3 bucket for the AWS variant of the pipeline (globally unique)", "bucket", optional=True, group="aws"),
     Setting("AWS_TOPIC", "argo-etl-s3-events", "SNS topic name", group="aws"),
     Setting("AWS_SNS_USER", "argo-etl-sns", "IAM user for the Argo Events SNS EventSource", group="aws"),
@@ -292,11 +293,11 @@ def require_public_webhook(settings: Settings) -> str:
     url = settings.values["SNS_WEBHOOK_URL"]
     if not url:
         raise ConfigError("SNS_WEBHOOK_URL is empty: SNS needs a public http(s) address to deliver to")
-    host = urlparse(url).hostname or ""
-    private = host in ("localhost",) or host.endswith(".local") or host.endswith(".svc") or "." not in host
+    host = (urlparse(url).hostname or "").lower()
+    private = (host == "localhost" or "." not in host
+               or host.endswith((".local", ".localhost", ".internal", ".svc", ".cluster.local", ".lan", ".home.arpa")))
     try:
-        address = ipaddress.ip_address(host)
-        private = private or address.is_private or address.is_loopback or address.is_link_local
+        private = private or not ipaddress.ip_address(host).is_global
     except ValueError:
         pass
     if private:

@@ -82,6 +82,8 @@ def test_no_default_password_anywhere():
     ("", False), ("http://localhost:12000", False), ("http://10.0.0.5:12000", False),
     ("https://192.168.1.2", False), ("http://minikube:12000", False), ("https://events.example.com", True),
     ("http://203.0.113.10:12000", False),  # TEST-NET-3 documentation range counts as not public
+    ("http://100.64.1.2:12000", False),  # carrier-grade NAT
+    ("http://ip-10-0-0-1.eu-west-1.compute.internal:12000", False), ("http://app.localhost", False),
 ])
 def test_public_webhook_is_required(env_file, url, ok):
     settings = load(env_file, SNS_WEBHOOK_URL=url) if url else load(env_file)

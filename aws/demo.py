@@ -1,0 +1,121 @@
+"""`demo.upload --target aws`: put the sample CSV into the bucket's input/ and prove the Parquet arrives.
+
+The expected table is what `code/csv2parquet.py` makes of the same file locally, so the check is
+"the pipeline in the cluster produced exactly this", rows and types, not just "a file appeared".
+The uploaded key has a space in it on purpose: S3 form-encodes keys in its notifications, and the
+workflow must decode them to find the object.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from etlboot import PROJECT_ROOT, config
+from etlboot.engine import StepError, WaitTimeout, wait_until
+
+from .clients import AwsClients, absent, aws_error
+
+SAMPLE = PROJECT_ROOT / "demo" / "data" / "test.csv"
+CODE = PROJECT_ROOT / "code"
+
+
+def _code_module(name: str):
+    """A program from code/ (flat files, not a package), loaded by path."""
+    import sys
+
+    if str(CODE) not in sys.path:
+        sys.path.insert(0, str(CODE))  # s3_etl imports csv2parquet as its neighbour, as in the pod
+    qualified = f"_etl_code_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, CODE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException:
+        del sys.modules[qualified]
+        raise
+    return module
+
+
+def demo_upload(settings, reporter, *, source: str | Path | None = None, timeout: float | None = None,
+                interval: float = 2.0) -> bool:
+    """Upload the sample to s3://AWS_BUCKET/input/demo/… and wait (bounded) for the matching Parquet in
+    output/ with the right rows. True when it arrived and matches; every problem is reported, never raised."""
+    try:
+        config.require_aws(settings)
+    except config.ConfigError as exc:
+        reporter.say(f"✗ config: {exc}", style="bold red")
+        return False
+    src = Path(source) if source else SAMPLE
+    if not src.is_file():
+        reporter.say(f"✗ sample file {src} not found", style="bold red")
+        return False
+    s3_etl = _code_module("s3_etl")
+    csv2parquet = _code_module("csv2parquet")
+    bucket = settings.values["AWS_BUCKET"]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    key = f"{s3_etl.INPUT_PREFIX}demo/{src.stem} {stamp}.csv"
+    out_key = s3_etl.output_key(key)
+    clients = AwsClients(settings)
+    s3 = clients.s3
+    try:
+        with tempfile.TemporaryDirectory(prefix="aws-demo-") as tmp:
+            expected_path = Path(tmp) / "expected.parquet"
+            expected = csv2parquet.convert(str(src), str(expected_path), str(Path(tmp) / "expected.rejects.csv"))
+            try:
+                s3.upload_file(str(src), bucket, key)
+            except Exception as exc:  # noqa: BLE001
+                raise aws_error(exc, f"upload {src.name} to s3://{bucket}/{key}") from None
+            reporter.say(f"uploaded {src.name} to s3://{bucket}/{key}; waiting for s3://{bucket}/{out_key}")
+
+            def arrived() -> tuple[bool, str]:
+                head = absent(f"look for s3://{bucket}/{out_key}", {"404", "NoSuchKey", "NotFound"},
+                              s3.head_object, Bucket=bucket, Key=out_key)
+                return head is not None, "arrived" if head else "not there yet"
+
+            limit = float(timeout if timeout is not None else settings.wait_timeout_seconds)
+            try:
+                wait_until(arrived, timeout=limit, what=f"s3://{bucket}/{out_key}", reporter=reporter,
+                           interval=interval)
+            except WaitTimeout:
+                reporter.say(f"✗ no output after {limit:.0f}s: check `invoke aws.status` (subscription confirmed?) "
+                             "and the workflows (`kubectl get wf`)", style="bold red")
+                return False
+            got_path = Path(tmp) / "got.parquet"
+            s3.download_file(bucket, out_key, str(got_path))
+            return _compare(reporter, expected_path, got_path, expected, out_key)
+    except StepError as exc:
+        reporter.say(f"✗ {exc}", style="bold red")
+        if exc.hint:
+            reporter.say(f"  hint: {exc.hint}")
+        return False
+    finally:
+        clients.close()
+
+
+def _compare(reporter, expected_path: Path, got_path: Path, expected: dict, out_key: str) -> bool:
+    import pyarrow.parquet as pq
+
+    want = pq.read_table(expected_path)
+    try:
+        got = pq.read_table(got_path)
+    except Exception as exc:  # noqa: BLE001 - a broken file is a failed demo, reported
+        reporter.say(f"✗ {out_key} is not a readable Parquet file: {type(exc).__name__}", style="bold red")
+        return False
+    if got.schema.remove_metadata() != want.schema.remove_metadata():
+        reporter.say(f"✗ {out_key} has schema {got.schema.names} {[str(t) for t in got.schema.types]}, "
+                     f"expected {want.schema.names} {[str(t) for t in want.schema.types]}", style="bold red")
+        return False
+    if not got.equals(want):
+        reporter.say(f"✗ {out_key} has {got.num_rows} rows that differ from the {want.num_rows} expected",
+                     style="bold red")
+        return False
+    reporter.say(f"✓ {out_key}: {got.num_rows} rows as expected"
+                 + (f" ({expected['rejected']} rejected row(s) in the rejects file)" if expected.get("rejected") else ""))
+    return True

@@ -1,0 +1,169 @@
+"""S3: the bucket and its notification configuration. One small function per operation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from etlboot.engine import StepError
+
+from . import NOTIFICATION_ID
+from .clients import absent, call, error_code
+
+NOTIFICATION_KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations",
+                      "EventBridgeConfiguration")
+
+
+@dataclass
+class BucketState:
+    exists: bool
+    region: str | None = None
+    tags: dict | None = None
+
+
+def head_bucket(s3, bucket: str, account: str) -> BucketState:
+    """Whether the bucket exists and is this account's; a clear error when it is someone else's."""
+    try:
+        answer = s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
+    except Exception as exc:  # noqa: BLE001
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return BucketState(False)
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise StepError(f"S3 bucket {bucket} exists but is not reachable with these credentials "
+                            "(owned by another account, or access denied)",
+                            hint="bucket names are global: pick another AWS_BUCKET, or use credentials of "
+                                 "the bucket's account") from None
+        raise call_error(exc, f"look up S3 bucket {bucket}")
+    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return BucketState(True, region=headers.get("x-amz-bucket-region") or answer.get("BucketRegion"))
+
+
+def call_error(exc: BaseException, doing: str) -> StepError:
+    from .clients import aws_error
+
+    return aws_error(exc, doing)
+
+
+def bucket_tags(s3, bucket: str) -> dict:
+    answer = absent(f"read the tags of S3 bucket {bucket}", {"NoSuchTagSet", "NoSuchTagSetError"},
+                    s3.get_bucket_tagging, Bucket=bucket)
+    return {t["Key"]: t["Value"] for t in (answer or {}).get("TagSet") or []}
+
+
+def create_bucket(s3, bucket: str, region: str) -> None:
+    kwargs = {"Bucket": bucket}
+    if region != "us-east-1":  # us-east-1 takes no LocationConstraint
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) == "BucketAlreadyExists":
+            raise StepError(f"S3 bucket name {bucket} is taken by another AWS account",
+                            hint="bucket names are global: set another AWS_BUCKET") from None
+        if error_code(exc) != "BucketAlreadyOwnedByYou":
+            raise call_error(exc, f"create S3 bucket {bucket} in {region}")
+
+
+def block_public_access(s3, bucket: str) -> None:
+    # new buckets block public access by default since 2023; stated explicitly, whatever the account's defaults
+    call(f"block public access on S3 bucket {bucket}", s3.put_public_access_block, Bucket=bucket,
+         PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                                         "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+
+
+def put_bucket_tags(s3, bucket: str, tags: dict) -> None:
+    """PutBucketTagging replaces the whole tag set: callers pass the merged set."""
+    call(f"tag S3 bucket {bucket}", s3.put_bucket_tagging, Bucket=bucket,
+         Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
+
+
+def empty_and_delete_bucket(s3, bucket: str) -> int:
+    """Delete every object (and version) and then the bucket. Returns the number of objects deleted."""
+    deleted = 0
+    paginator = s3.get_paginator("list_object_versions")
+    for page in call(f"list objects of S3 bucket {bucket}", lambda: list(paginator.paginate(Bucket=bucket))):
+        keys = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in (page.get("Versions") or []) + (page.get("DeleteMarkers") or [])]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start:start + 1000]
+            call(f"delete objects of S3 bucket {bucket}", s3.delete_objects, Bucket=bucket,
+                 Delete={"Objects": chunk, "Quiet": True})
+            deleted += len(chunk)
+    call(f"delete S3 bucket {bucket}", s3.delete_bucket, Bucket=bucket)
+    return deleted
+
+
+# -- notification configuration -------------------------------------------------------------------
+
+def get_notification(s3, bucket: str) -> dict:
+    answer = call(f"read the notification configuration of S3 bucket {bucket}",
+                  s3.get_bucket_notification_configuration, Bucket=bucket)
+    return {k: answer[k] for k in NOTIFICATION_KINDS if k in answer}
+
+
+class DestinationNotValidated(StepError):
+    """S3 could not yet publish a test message to the topic (a fresh topic policy takes a moment)."""
+
+
+def put_notification(s3, bucket: str, configuration: dict) -> None:
+    doing = f"write the notification configuration of S3 bucket {bucket}"
+    try:
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
+    except Exception as exc:  # noqa: BLE001
+        error = call_error(exc, doing)
+        message = str(((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message") or "")
+        if error_code(exc) == "InvalidArgument" and "validate" in message.lower():
+            raise DestinationNotValidated(str(error), hint="S3 may not publish to the topic (yet): check the "
+                                          "topic policy with `invoke aws.status`, then run again") from None
+        raise error from None
+
+
+def our_entry(topic: str, prefix: str, suffix: str) -> dict:
+    return {
+        "Id": NOTIFICATION_ID,
+        "TopicArn": topic,
+        "Events": ["s3:ObjectCreated:Put"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix},
+                                           {"Name": "suffix", "Value": suffix}]}},
+    }
+
+
+def _normalize_entry(entry: dict) -> str:
+    rules = ((entry.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
+    return json.dumps({
+        "Id": entry.get("Id"),
+        "TopicArn": entry.get("TopicArn"),
+        "Events": sorted(entry.get("Events") or []),
+        "Rules": sorted((r["Name"].lower(), r["Value"]) for r in rules),
+    }, sort_keys=True)
+
+
+def find_entry(configuration: dict) -> dict | None:
+    for entry in configuration.get("TopicConfigurations") or []:
+        if entry.get("Id") == NOTIFICATION_ID:
+            return entry
+    return None
+
+
+def merge_notification(configuration: dict, entry: dict) -> tuple[dict, bool]:
+    """`configuration` with our entry added or replaced by Id; every other entry kept as it was."""
+    merged = json.loads(json.dumps(configuration))
+    topics = [e for e in merged.get("TopicConfigurations") or [] if e.get("Id") != entry["Id"]]
+    current = find_entry(configuration)
+    changed = current is None or _normalize_entry(current) != _normalize_entry(entry)
+    merged["TopicConfigurations"] = topics + [entry]
+    return merged, changed
+
+
+def remove_notification(configuration: dict) -> tuple[dict, bool]:
+    merged = json.loads(json.dumps(configuration))
+    topics = merged.get("TopicConfigurations") or []
+    kept = [e for e in topics if e.get("Id") != NOTIFICATION_ID]
+    if len(kept) == len(topics):
+        return merged, False
+    if kept:
+        merged["TopicConfigurations"] = kept
+    else:
+        merged.pop("TopicConfigurations", None)
+    return merged, True

@@ -1,0 +1,629 @@
+"""The steps of `aws.setup` / `aws.status` / `aws.teardown`, in the engine's contract.
+
+Each AWS step's `check` reads (only reads) and returns the calls it intends (`aws.plan`): a dry run
+prints them, a run executes exactly them, and the runner checks again until the step converged.
+`remove` deletes only what carries our tag (the notification entry: only ours, by its Id).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from etlboot import config
+from etlboot import manifests as m
+from etlboot.engine import Check, Context, Outcome, State, Step, StepError, WaitTimeout, wait_until
+from etlboot.kube import is_managed, with_identity
+from etlboot.steps import KubeContextStep, ObjectStep, kube, secret_object
+
+from . import (EVENTSOURCE_NAME, INPUT_PREFIX, INPUT_SUFFIX, S3_SECRET, SECRET_ID_KEY, SECRET_KEY_KEY,
+               SNS_SECRET, TAG_KEY, TAG_VALUE, TAGS, TOPIC_POLICY_SID, USER_POLICY_NAME, WEBHOOK_PORT)
+from . import iam as iam_api
+from . import policies
+from . import s3 as s3_api
+from . import sns as sns_api
+from .clients import AwsClients
+from .plan import Plan, plan_of
+
+#: user tag value marking an access key (tag key = the key's id) as created by this tool
+KEY_MARK = f"{TAG_VALUE} access key"
+
+
+# -- per-run shared state -------------------------------------------------------------------------
+
+def aws(ctx: Context) -> AwsClients:
+    def make() -> AwsClients:
+        config.require_aws(ctx.settings)
+        return AwsClients(ctx.settings, dry_run=ctx.dry_run)
+
+    return ctx.cached("aws-clients", make, close=lambda c: c.close())
+
+
+@dataclass(frozen=True)
+class Names:
+    account: str
+    partition: str
+    region: str
+    bucket: str
+    bucket_arn: str
+    topic_name: str
+    topic_arn: str
+    sns_user: str
+    s3_user: str
+
+
+def names(ctx: Context) -> Names:
+    def make() -> Names:
+        v = ctx.settings.values
+        who = aws(ctx).identity()
+        region = v["AWS_REGION"]
+        return Names(
+            account=who.account, partition=who.partition, region=region,
+            bucket=v["AWS_BUCKET"], bucket_arn=policies.bucket_arn(who.partition, v["AWS_BUCKET"]),
+            topic_name=v["AWS_TOPIC"],
+            topic_arn=policies.topic_arn(who.partition, region, who.account, v["AWS_TOPIC"]),
+            sns_user=v["AWS_SNS_USER"], s3_user=v["AWS_S3_USER"],
+        )
+
+    return ctx.cached("aws-names", make)
+
+
+def webhook_endpoint(settings) -> str:
+    """The address the EventSource subscribes (Argo's FormattedURL: url without trailing / + endpoint)."""
+    return settings.values["SNS_WEBHOOK_URL"].rstrip("/") + "/" + settings.values["SNS_WEBHOOK_PATH"]
+
+
+def manifest_variables(settings, account: str = "ACCOUNT_ID", partition: str = "aws") -> dict[str, str]:
+    """The placeholders manifests/aws needs besides `etlboot.manifests.variables` (offline: a stand-in
+    account id, so `invoke render` works without AWS)."""
+    v = settings.values
+    return {
+        "AWS_REGION": v["AWS_REGION"],
+        "AWS_BUCKET": v["AWS_BUCKET"],
+        "AWS_TOPIC_ARN": policies.topic_arn(partition, v["AWS_REGION"], account, v["AWS_TOPIC"]),
+        "SNS_WEBHOOK_URL": v["SNS_WEBHOOK_URL"],
+        "SNS_WEBHOOK_PATH": v["SNS_WEBHOOK_PATH"],
+        "SNS_WEBHOOK_PORT": WEBHOOK_PORT,
+        "SNS_SECRET": SNS_SECRET,
+        "S3_SECRET": S3_SECRET,
+    }
+
+
+def rendered(ctx: Context) -> dict[tuple[str, str], dict]:
+    def make():
+        n = names(ctx)
+        values = {**m.variables(ctx.settings), **manifest_variables(ctx.settings, n.account, n.partition)}
+        return {(d["kind"], d["metadata"]["name"]): d for d in m.render_group("aws", values)}
+
+    return ctx.cached("aws-manifests", make)
+
+
+def _planned(state: State, plan: Plan, detail: str = "", healthy: bool | None = None,
+             extra_diff: list[str] | None = None) -> Check:
+    return Check(state, diff=(extra_diff or []) + plan.describe(), healthy=healthy, detail=detail,
+                 live={"plan": plan})
+
+
+class AwsStep(Step):
+    poll_interval = 1.0
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        plan_of(check).execute()
+
+
+# -- preflight ------------------------------------------------------------------------------------
+
+class PreflightStep(Step):
+    """Region, credentials and the public webhook address are set; says which account we act on."""
+
+    removable = False
+
+    def __init__(self, need_webhook: bool = True):
+        self.name = "aws/preflight"
+        self.title = "AWS region, credentials and webhook address"
+        self.need_webhook = need_webhook
+
+    def check(self, ctx: Context) -> Check:
+        if self.need_webhook:
+            try:
+                url = config.require_public_webhook(ctx.settings)
+            except config.ConfigError as exc:
+                raise StepError(str(exc), hint="set SNS_WEBHOOK_URL to the public http(s) address that forwards "
+                                               f"to the EventSource's port {WEBHOOK_PORT} (docs/aws.md)") from None
+            if not ctx.settings.values.get("SNS_WEBHOOK_PATH"):
+                raise StepError("SNS_WEBHOOK_PATH is empty", hint="delete it from .env to have one generated")
+        who = aws(ctx).identity()
+        detail = f"account {who.account}, region {ctx.settings.values['AWS_REGION']}"
+        if self.need_webhook and urlparse(url).scheme == "http":
+            detail += "; warning: SNS_WEBHOOK_URL is http, so the webhook path travels unencrypted (use https)"
+        return Check(State.PRESENT, detail=detail)
+
+    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover - always present or failing
+        pass
+
+
+class ClusterReadyStep(Step):
+    """`invoke up` ran: the namespace and the etl-code ConfigMap holding s3_etl.py exist."""
+
+    removable = False
+
+    def __init__(self):
+        self.name = "aws/cluster-ready"
+        self.title = "the pipeline from `invoke up` is in place"
+
+    def check(self, ctx: Context) -> Check:
+        ns = ctx.settings.namespace
+        if kube(ctx).get("v1", "Namespace", ns) is None:
+            raise StepError(f"namespace {ns} does not exist", hint="run `invoke up` first")
+        code = kube(ctx).get("v1", "ConfigMap", m.CODE_CONFIGMAP, ns)
+        if code is None or "s3_etl.py" not in (code.get("data") or {}):
+            raise StepError(f"ConfigMap {m.CODE_CONFIGMAP} with s3_etl.py is not in namespace {ns}",
+                            hint="run `invoke up` (it builds the ConfigMap from code/*.py)")
+        return Check(State.PRESENT, detail=f"namespace {ns}, {m.CODE_CONFIGMAP} has s3_etl.py")
+
+    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover
+        pass
+
+
+# -- S3 bucket ------------------------------------------------------------------------------------
+
+class BucketStep(AwsStep):
+    def __init__(self):
+        self.name = "aws/s3-bucket"
+        self.title = "S3 bucket in the configured region"
+
+    def check(self, ctx: Context) -> Check:
+        n, s3 = names(ctx), aws(ctx).s3
+        state = s3_api.head_bucket(s3, n.bucket, n.account)
+        if not state.exists:
+            plan = Plan()
+            plan.add("s3:CreateBucket", n.bucket, lambda: s3_api.create_bucket(s3, n.bucket, n.region),
+                     f"region {n.region}")
+            plan.add("s3:PutPublicAccessBlock", n.bucket, lambda: s3_api.block_public_access(s3, n.bucket),
+                     "block all public access")
+            plan.add("s3:PutBucketTagging", n.bucket,
+                     lambda: s3_api.put_bucket_tags(s3, n.bucket, {TAG_KEY: TAG_VALUE}), f"{TAG_KEY}={TAG_VALUE}")
+            return _planned(State.MISSING, plan)
+        if state.region and state.region != n.region:
+            raise StepError(f"S3 bucket {n.bucket} is in region {state.region}, not AWS_REGION={n.region}",
+                            hint=f"set AWS_REGION={state.region}, or pick another AWS_BUCKET")
+        ours = s3_api.bucket_tags(s3, n.bucket).get(TAG_KEY) == TAG_VALUE
+        detail = n.bucket if ours else f"{n.bucket}: yours, not created by this tool (used as is, never deleted)"
+        return Check(State.PRESENT, detail=detail, live={"plan": Plan(), "ours": ours})
+
+    def _ours(self, ctx: Context) -> bool | None:
+        n, s3 = names(ctx), aws(ctx).s3
+        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+            return None
+        return s3_api.bucket_tags(s3, n.bucket).get(TAG_KEY) == TAG_VALUE
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        if ours is None:
+            return Outcome.OK
+        return Outcome.WOULD_CHANGE if ours and ctx.option("delete_bucket") else Outcome.SKIPPED
+
+    def remove(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        if ours is None:
+            return Outcome.OK
+        if not ours or not ctx.option("delete_bucket"):
+            return Outcome.SKIPPED  # the bucket holds the user's data: kept unless --delete-bucket
+        s3_api.empty_and_delete_bucket(aws(ctx).s3, names(ctx).bucket)
+        return Outcome.CHANGED
+
+
+# -- SNS topic ------------------------------------------------------------------------------------
+
+class TopicStep(AwsStep):
+    def __init__(self):
+        self.name = "aws/sns-topic"
+        self.title = "SNS topic, tagged, whose policy lets only this bucket's S3 events in"
+
+    def _statement(self, n: Names) -> dict:
+        return policies.topic_publish_statement(n.topic_arn, n.bucket, n.account, n.partition)
+
+    def _set_policy(self, ctx: Context) -> None:
+        # merged at execution time with what is there then (other statements survive)
+        n, sns = names(ctx), aws(ctx).sns
+        current = policies.parse((sns_api.topic_attributes(sns, n.topic_arn) or {}).get("Policy"))
+        merged, changed = policies.merge_statement(current, self._statement(n))
+        if changed:
+            sns_api.set_topic_policy(sns, n.topic_arn, merged)
+
+    def check(self, ctx: Context) -> Check:
+        n, sns = names(ctx), aws(ctx).sns
+        attributes = sns_api.topic_attributes(sns, n.topic_arn)
+        note = f"statement {TOPIC_POLICY_SID}: S3 may publish for {n.bucket} in account {n.account} only"
+        if attributes is None:
+            plan = Plan()
+            plan.add("sns:CreateTopic", n.topic_name, lambda: sns_api.create_topic(sns, n.topic_name, TAGS),
+                     f"tag {TAG_KEY}={TAG_VALUE}")
+            plan.add("sns:SetTopicAttributes", f"{n.topic_name} Policy", lambda: self._set_policy(ctx), note)
+            return _planned(State.MISSING, plan)
+        if sns_api.topic_tags(sns, n.topic_arn).get(TAG_KEY) != TAG_VALUE:
+            raise StepError(f"SNS topic {n.topic_name} exists but is not tagged {TAG_KEY}={TAG_VALUE}: "
+                            "not created by this tool, left alone",
+                            hint="set AWS_TOPIC to another name (or tag the topic yourself to hand it over)")
+        _, changed = policies.merge_statement(policies.parse(attributes.get("Policy")), self._statement(n))
+        detail = (f"{n.topic_name}; subscriptions: {attributes.get('SubscriptionsConfirmed', '?')} confirmed, "
+                  f"{attributes.get('SubscriptionsPending', '?')} pending")
+        if changed:
+            plan = Plan().add("sns:SetTopicAttributes", f"{n.topic_name} Policy", lambda: self._set_policy(ctx),
+                              note.replace("statement", "add/replace statement"))
+            return _planned(State.DRIFTED, plan, detail)
+        return _planned(State.PRESENT, Plan(), detail)
+
+    def _ours(self, ctx: Context) -> bool | None:
+        n, sns = names(ctx), aws(ctx).sns
+        if sns_api.topic_attributes(sns, n.topic_arn) is None:
+            return None
+        return sns_api.topic_tags(sns, n.topic_arn).get(TAG_KEY) == TAG_VALUE
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        return Outcome.OK if ours is None else Outcome.WOULD_CHANGE if ours else Outcome.SKIPPED
+
+    def remove(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        if ours is None:
+            return Outcome.OK
+        if not ours:
+            return Outcome.SKIPPED
+        sns_api.delete_topic(aws(ctx).sns, names(ctx).topic_arn)
+        return Outcome.CHANGED
+
+
+# -- IAM users ------------------------------------------------------------------------------------
+
+class UserStep(AwsStep):
+    """An IAM user, tagged, whose only permission is our inline policy."""
+
+    def __init__(self, role: str):
+        self.role = role  # "sns" (the EventSource) or "s3" (the ETL job)
+        self.name = f"aws/iam-user-{role}"
+        self.title = ("IAM user of the SNS EventSource (Subscribe/ConfirmSubscription/Unsubscribe on the topic)"
+                      if role == "sns" else "IAM user of the ETL job (read input/, write output/)")
+
+    def user(self, ctx: Context) -> str:
+        n = names(ctx)
+        return n.sns_user if self.role == "sns" else n.s3_user
+
+    def document(self, ctx: Context) -> dict:
+        n = names(ctx)
+        return policies.sns_user_policy(n.topic_arn) if self.role == "sns" else policies.s3_user_policy(
+            n.bucket, n.partition)
+
+    def check(self, ctx: Context) -> Check:
+        iam, user, document = aws(ctx).iam, self.user(ctx), self.document(ctx)
+        put = ("iam:PutUserPolicy", f"{user} {USER_POLICY_NAME}",
+               lambda: iam_api.put_user_policy(iam, user, USER_POLICY_NAME, document))
+        if iam_api.get_user(iam, user) is None:
+            plan = Plan().add("iam:CreateUser", user, lambda: iam_api.create_user(iam, user, TAGS),
+                              f"tag {TAG_KEY}={TAG_VALUE}, no console access")
+            plan.add(*put)
+            return _planned(State.MISSING, plan)
+        if iam_api.user_tags(iam, user).get(TAG_KEY) != TAG_VALUE:
+            raise StepError(f"IAM user {user} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by this "
+                            "tool, left alone", hint=f"set AWS_{self.role.upper()}_USER to another name")
+        if not policies.same_policy(iam_api.user_policy(iam, user, USER_POLICY_NAME), document):
+            return _planned(State.DRIFTED, Plan().add(*put, "policy differs from the least-privilege one"), user)
+        return _planned(State.PRESENT, Plan(), user)
+
+    def _ours(self, ctx: Context) -> bool | None:
+        iam, user = aws(ctx).iam, self.user(ctx)
+        if iam_api.get_user(iam, user) is None:
+            return None
+        return iam_api.user_tags(iam, user).get(TAG_KEY) == TAG_VALUE
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        return Outcome.OK if ours is None else Outcome.WOULD_CHANGE if ours else Outcome.SKIPPED
+
+    def remove(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        if ours is None:
+            return Outcome.OK
+        if not ours:
+            return Outcome.SKIPPED
+        iam_api.delete_user(aws(ctx).iam, self.user(ctx))
+        return Outcome.CHANGED
+
+
+# -- access keys and their Secrets ----------------------------------------------------------------
+
+class CredentialsStep(AwsStep):
+    """The user's access key in a Kubernetes Secret. A key whose Secret still matches is reused; IAM allows
+    two keys per user, so a third is never attempted; --rotate-keys: create new -> update Secret -> delete old.
+    """
+
+    def __init__(self, role: str, secret: str):
+        self.role = role
+        self.secret = secret
+        self.name = f"aws/credentials-{role}"
+        self.title = f"access key of the {role} user in Secret {secret}"
+
+    def user(self, ctx: Context) -> str:
+        n = names(ctx)
+        return n.sns_user if self.role == "sns" else n.s3_user
+
+    def _secret(self, ctx: Context) -> tuple[dict | None, str | None, str | None]:
+        live = kube(ctx).get("v1", "Secret", self.secret, ctx.settings.namespace)
+        data = (live or {}).get("data") or {}
+
+        def decoded(key: str) -> str | None:
+            try:
+                return base64.b64decode(data[key]).decode() if data.get(key) else None
+            except (ValueError, UnicodeDecodeError):
+                return None
+
+        key_id, secret_key = decoded(SECRET_ID_KEY), decoded(SECRET_KEY_KEY)
+        ctx.reporter.redact.add(*(v for v in (key_id, secret_key) if v))
+        return live, key_id, secret_key
+
+    def _rotated(self, ctx: Context) -> set:
+        return ctx.cached("aws-rotated-keys", set)
+
+    def check(self, ctx: Context) -> Check:
+        iam, user = aws(ctx).iam, self.user(ctx)
+        live, key_id, secret_key = self._secret(ctx)
+        exists = iam_api.get_user(iam, user) is not None
+        keys = [k["AccessKeyId"] for k in iam_api.access_keys(iam, user)] if exists else []
+        tags = iam_api.user_tags(iam, user) if exists else {}
+        ours = {k for k in keys if tags.get(k) == KEY_MARK}
+        matches = bool(key_id and secret_key and key_id in keys)
+        rotate = bool(ctx.option("rotate_keys")) and self.secret not in self._rotated(ctx)
+        detail = f"user {user}, {len(keys)} key(s)"
+        if matches and not rotate:
+            stale = sorted(ours - {key_id})
+            if not stale:
+                return _planned(State.PRESENT, Plan(), f"{detail}; Secret {self.secret} holds a live key of the user")
+            plan = Plan()
+            for index, stale_id in enumerate(stale, 1):
+                plan.add("iam:DeleteAccessKey", f"{user} (stale key #{index} made by this tool)",
+                         lambda k=stale_id: self._delete_key(ctx, k))
+            return _planned(State.DRIFTED, plan, detail)
+
+        # a new key is needed
+        old = key_id if matches else None
+        stale = sorted(ours - {old} if old else ours)
+        left = len(keys) - len(stale)
+        if left >= 2:
+            whose = "one in Secret " + self.secret + " and one not made by this tool" if old else \
+                "none of them in Secret " + self.secret
+            raise StepError(f"IAM user {user} already has 2 access keys ({whose}); IAM allows 2, so no key was "
+                            "created", hint=f"delete a key you no longer use: `aws iam list-access-keys --user-name "
+                                            f"{user}`, then `aws iam delete-access-key`; then run again")
+        if rotate and old:
+            why = "rotate (--rotate-keys)"
+        elif live is None:
+            why = f"Secret {self.secret} missing"
+        elif not key_id or not secret_key:
+            why = f"Secret {self.secret} lacks {SECRET_ID_KEY}/{SECRET_KEY_KEY}"
+        else:
+            why = f"Secret {self.secret} holds a key user {user} does not have"
+        created: dict[str, str] = {}
+        plan = Plan()
+        for index, stale_id in enumerate(stale, 1):
+            plan.add("iam:DeleteAccessKey", f"{user} (stale key #{index} made by this tool)",
+                     lambda k=stale_id: self._delete_key(ctx, k))
+        plan.add("iam:CreateAccessKey", user, lambda: self._create_key(ctx, created))
+        plan.add("kubernetes:apply Secret", self.secret, lambda: self._write_secret(ctx, created, rotate),
+                 f"keys {SECRET_ID_KEY}, {SECRET_KEY_KEY}")
+        if rotate and old:
+            plan.add("iam:DeleteAccessKey", f"{user} (the previous key)", lambda: self._delete_key(ctx, old))
+        return _planned(State.MISSING if live is None else State.DRIFTED, plan, detail, extra_diff=[why])
+
+    def _create_key(self, ctx: Context, created: dict) -> None:
+        iam, user = aws(ctx).iam, self.user(ctx)
+        key_id, secret_key = iam_api.create_access_key(iam, user)
+        ctx.reporter.redact.add(key_id, secret_key)
+        created.update(id=key_id, secret=secret_key)
+        # the mark lets a later run recognise this key as ours (e.g. if writing the Secret failed)
+        iam_api.tag_user(iam, user, {key_id: KEY_MARK})
+
+    def _write_secret(self, ctx: Context, created: dict, rotate: bool) -> None:
+        obj = secret_object(self.secret, {SECRET_ID_KEY: created["id"], SECRET_KEY_KEY: created["secret"]})
+        kube(ctx).apply(with_identity(obj, ctx.settings.namespace))
+        if rotate:  # rotated once per run: the re-check after this apply must not ask for another key
+            self._rotated(ctx).add(self.secret)
+
+    def _delete_key(self, ctx: Context, key_id: str) -> None:
+        iam, user = aws(ctx).iam, self.user(ctx)
+        iam_api.delete_access_key(iam, user, key_id)
+        iam_api.untag_user(iam, user, [key_id])
+
+    def _removable(self, ctx: Context) -> tuple[dict | None, str | None, bool]:
+        live, key_id, _ = self._secret(ctx)
+        iam, user = aws(ctx).iam, self.user(ctx)
+        user_ours = (iam_api.get_user(iam, user) is not None
+                     and iam_api.user_tags(iam, user).get(TAG_KEY) == TAG_VALUE)
+        keys = [k["AccessKeyId"] for k in iam_api.access_keys(iam, user)] if user_ours else []
+        return (live if is_managed(live) else None), (key_id if key_id in keys else None), user_ours
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        secret, key_id, _ = self._removable(ctx)
+        return Outcome.WOULD_CHANGE if secret is not None or key_id else Outcome.OK
+
+    def remove(self, ctx: Context) -> Outcome:
+        secret, key_id, _ = self._removable(ctx)
+        if key_id:
+            self._delete_key(ctx, key_id)
+        if secret is not None:
+            kube(ctx).delete("v1", "Secret", self.secret, ctx.settings.namespace)
+        return Outcome.CHANGED if secret is not None or key_id else Outcome.OK
+
+
+# -- the SNS subscription (made by the EventSource) -----------------------------------------------
+
+PENDING_MEANING = ("pending confirmation: SNS sent a SubscriptionConfirmation to SNS_WEBHOOK_URL and waits for "
+                   "the EventSource to confirm it; if this stays pending, SNS cannot reach that address "
+                   "(firewall/security group, port-forward, or an https certificate SNS does not trust)")
+
+
+class SubscriptionStep(AwsStep):
+    """The EventSource's subscription to the topic: it subscribes when its pod starts and confirms when
+    SNS calls back. Nothing to do here but observe (and wait, bounded, during setup)."""
+
+    #: teardown: deleting the (tagged) topic deletes its subscriptions; the EventSource unsubscribes itself
+    removable = False
+
+    def __init__(self):
+        self.name = "aws/sns-subscription"
+        self.title = "the EventSource's webhook is subscribed to the topic and confirmed"
+
+    def check(self, ctx: Context) -> Check:
+        base = ctx.settings.values["SNS_WEBHOOK_URL"].rstrip("/")
+        endpoint = webhook_endpoint(ctx.settings)
+        every = sns_api.subscriptions(aws(ctx).sns, names(ctx).topic_arn)
+        subs = [s for s in every if s.get("Endpoint") == endpoint]
+        others = len(every) - len(subs)
+        note = (f"; {others} other subscription(s) on the topic (an earlier SNS_WEBHOOK_URL? "
+                "`aws sns list-subscriptions-by-topic` shows them)") if others else ""
+        if not subs:
+            plan = Plan().add("sns:Subscribe (made by the EventSource)", f"{base}/…",
+                              lambda: None, "when its pod starts; then waits for the confirmation")
+            return _planned(State.MISSING, plan,
+                            "no subscription yet: the EventSource subscribes when its pod starts" + note)
+        sns = aws(ctx).sns
+        confirmed = [s for s in subs if not sns_api.subscription_pending(sns, s["SubscriptionArn"])]
+        if confirmed:
+            return _planned(State.PRESENT, Plan(), f"confirmed ({base}/…){note}", healthy=True)
+        return _planned(State.PRESENT, Plan(), PENDING_MEANING + note, healthy=False)
+
+
+# -- the bucket notification ----------------------------------------------------------------------
+
+class NotificationStep(AwsStep):
+    """Our entry (by Id) in the bucket's notification configuration; every other entry survives."""
+
+    #: seconds between tries while S3 cannot validate the topic yet
+    validate_interval = 3.0
+
+    def __init__(self):
+        self.name = "aws/s3-notification"
+        self.title = f"bucket notification: ObjectCreated:Put on {INPUT_PREFIX}*{INPUT_SUFFIX} -> the topic"
+
+    def _entry(self, ctx: Context) -> dict:
+        return s3_api.our_entry(names(ctx).topic_arn, INPUT_PREFIX, INPUT_SUFFIX)
+
+    def _write(self, ctx: Context) -> None:
+        # read again at execution time: the configuration is one document shared with others
+        n, s3 = names(ctx), aws(ctx).s3
+        merged, changed = s3_api.merge_notification(s3_api.get_notification(s3, n.bucket), self._entry(ctx))
+        if not changed:
+            return
+        failure: list[StepError] = []
+
+        def attempt() -> tuple[bool, str]:
+            # S3 validates the destination by publishing a test message; a topic policy written moments
+            # ago may not be in effect yet, so that one error is retried (bounded)
+            try:
+                s3_api.put_notification(s3, n.bucket, merged)
+                return True, "written"
+            except s3_api.DestinationNotValidated as exc:
+                failure[:] = [exc]
+                return False, "S3 cannot validate the topic as a destination yet"
+
+        try:
+            wait_until(attempt, timeout=min(60.0, ctx.wait_timeout(self)), what="S3 to accept the topic",
+                       reporter=ctx.reporter, interval=self.validate_interval)
+        except WaitTimeout:
+            raise failure[-1] from None
+
+    def check(self, ctx: Context) -> Check:
+        n, s3 = names(ctx), aws(ctx).s3
+        plan = Plan().add("s3:PutBucketNotificationConfiguration", n.bucket, lambda: self._write(ctx),
+                          "add/replace our entry only; S3 then sends an s3:TestEvent")
+        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+            return _planned(State.MISSING, plan)
+        current = s3_api.get_notification(s3, n.bucket)
+        others = sum(len(current.get(k) or []) for k in s3_api.NOTIFICATION_KINDS if k != "EventBridgeConfiguration")
+        ours = s3_api.find_entry(current)
+        others -= 1 if ours else 0
+        detail = f"{others} other entr{'y' if others == 1 else 'ies'} kept"
+        _, changed = s3_api.merge_notification(current, self._entry(ctx))
+        if not changed:
+            return _planned(State.PRESENT, Plan(), detail)
+        return _planned(State.MISSING if ours is None else State.DRIFTED, plan, detail)
+
+    def _without_ours(self, ctx: Context) -> tuple[dict, bool] | None:
+        n, s3 = names(ctx), aws(ctx).s3
+        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+            return None
+        return s3_api.remove_notification(s3_api.get_notification(s3, n.bucket))
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        found = self._without_ours(ctx)
+        return Outcome.WOULD_CHANGE if found and found[1] else Outcome.OK
+
+    def remove(self, ctx: Context) -> Outcome:
+        found = self._without_ours(ctx)
+        if not found or not found[1]:
+            return Outcome.OK
+        s3_api.put_notification(aws(ctx).s3, names(ctx).bucket, found[0])
+        return Outcome.CHANGED
+
+
+# -- Argo objects from manifests/aws --------------------------------------------------------------
+
+ARGO_OBJECTS = (("WorkflowTemplate", "s3-etl"), ("Sensor", "aws-s3-etl"), ("EventSource", EVENTSOURCE_NAME))
+
+
+def argo_step(kind: str, name: str) -> ObjectStep:
+    # rendered lazily: the topic ARN needs the account id, which needs AWS credentials
+    return ObjectStep(f"aws/{kind.lower()}/{name}", lambda ctx: rendered(ctx)[(kind, name)],
+                      title=f"{kind} {name}", sensitive=kind == "EventSource")
+
+
+# -- the lists each task runs ---------------------------------------------------------------------
+
+def setup_steps(ctx: Context) -> list[Step]:
+    return [
+        PreflightStep(need_webhook=True),
+        KubeContextStep(),
+        ClusterReadyStep(),
+        BucketStep(),
+        TopicStep(),
+        UserStep("sns"),
+        UserStep("s3"),
+        CredentialsStep("sns", SNS_SECRET),
+        CredentialsStep("s3", S3_SECRET),
+        *(argo_step(kind, name) for kind, name in ARGO_OBJECTS),
+        SubscriptionStep(),
+        NotificationStep(),
+    ]
+
+
+def status_steps(ctx: Context) -> list[Step]:
+    return setup_steps(ctx)
+
+
+class TeardownGuardStep(Step):
+    """Checked before teardown deletes anything: refuses a wrong kube context or missing AWS settings."""
+
+    removable = False
+
+    def __init__(self):
+        self.name = "aws/preflight"
+        self.title = "kube context and AWS credentials (checked before deleting)"
+
+    def check(self, ctx: Context) -> Check:
+        KubeContextStep().check(ctx)
+        return PreflightStep(need_webhook=False).check(ctx)
+
+    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover
+        pass
+
+
+
+def guard_steps(ctx: Context) -> list[Step]:
+    """Run (as a status) before teardown: the runner's `down` does not stop at a failed step."""
+    return [TeardownGuardStep()]
+
+
+def teardown_steps(ctx: Context) -> list[Step]:
+    """The setup list; the runner skips the read-only checks, removes in reverse order, and each step
+    deletes only what carries our tag/label."""
+    return setup_steps(ctx)

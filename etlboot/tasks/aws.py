@@ -1,0 +1,68 @@
+"""`invoke aws.setup | aws.status | aws.teardown`: the S3 -> SNS -> Argo Events wiring of the tutorial.
+
+The steps are in `aws/steps.py`; this module only parses flags and runs them. `demo_upload` is what
+`invoke demo.upload --target aws` calls.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from ..cli import COMMON_HELP, confirm, load_settings, run_mode
+
+
+def _steps():
+    from aws import steps  # the top-level aws package (boto3 is imported only when an aws task runs)
+
+    return steps
+
+
+@task(help={**COMMON_HELP,
+            "dry_run": "print the plan (the AWS and Kubernetes calls it would make); change nothing",
+            "rotate_keys": "replace both access keys: create new -> update the Secret -> delete old"})
+def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
+    """Create (idempotently) the S3 bucket, SNS topic, IAM users/keys, Secrets, SNS EventSource, Sensor, notification."""
+    from aws.plan import format_plan
+
+    results = run_mode("up", _steps().setup_steps, title="aws.setup", dry_run=dry_run, debug=debug, verbose=verbose,
+                       rotate_keys=rotate_keys)
+    if dry_run:
+        lines = format_plan(results)
+        print("plan (intended calls, in order):" if lines else "plan: nothing to do")
+        for line in lines:
+            print(line)
+
+
+@task(help={"debug": COMMON_HELP["debug"]})
+def status(c, debug=False):
+    """Check every AWS step (present / drifted / missing) and the SNS subscription's state. Changes nothing."""
+    run_mode("status", _steps().status_steps, title="aws.status", debug=debug)
+
+
+@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
+            "delete_bucket": "also empty and delete the bucket (only if this tool created it)"})
+def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verbose=False):
+    """Remove what aws.setup made (only what carries its tag), in reverse order; the bucket's data stays."""
+    settings = load_settings()
+    if not dry_run:
+        what = "the AWS resources and Secrets aws.setup made" + (
+            ", INCLUDING THE BUCKET AND ITS DATA" if delete_bucket else " (the bucket and its data are kept)")
+        confirm(f"Delete {what} (account of the configured credentials, region {settings.values['AWS_REGION']})?",
+                yes)
+    steps = _steps()
+    run_mode("status", steps.guard_steps, title="aws.teardown preflight", debug=debug, settings=settings)
+    run_mode("down", steps.teardown_steps, title="aws.teardown", dry_run=dry_run, debug=debug, verbose=verbose,
+             settings=settings, delete_bucket=delete_bucket)
+
+
+def demo_upload(settings, reporter, **kwargs) -> bool:
+    """Upload the sample CSV to the bucket's input/ and verify the Parquet in output/ (bounded wait)."""
+    from aws.demo import demo_upload as upload
+
+    return upload(settings, reporter, **kwargs)
+
+
+ns = Collection("aws")
+ns.add_task(setup)
+ns.add_task(status)
+ns.add_task(teardown)
