@@ -2,9 +2,10 @@
 
 from invoke import Collection
 
-from etlboot.tasks import aws, core, examples, tools
+from etlboot.tasks import aws, core, demo, examples, tools
 
 ns = Collection(core.up, core.status, core.down, core.ui, core.render)
 ns.add_collection(tools.ns)
+ns.add_collection(demo.ns)
 ns.add_collection(examples.ns)
 ns.add_collection(aws.ns)

@@ -753,14 +753,18 @@ class _LiveFollow:
         return self.live.__exit__(*exc)
 
 
+def workflow_display(reporter):
+    """A live tree of workflows on a terminal, one line per change otherwise; `.update(workflows)` redraws."""
+    return _LiveFollow(reporter) if reporter.console.is_terminal else _PlainFollow(reporter)
+
+
 def follow(kube, namespace: str, names: list[str], *, timeout: float, reporter, interval: float | None = None,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
     """Poll the workflows until each has ended; bounded by `timeout` (raises WaitTimeout with the last state)."""
     interval = POLL_SECONDS if interval is None else interval
     deadline = clock() + timeout
     latest: dict[str, dict] = {}
-    display = _LiveFollow(reporter) if reporter.console.is_terminal else _PlainFollow(reporter)
-    with display:
+    with workflow_display(reporter) as display:
         while True:
             for name in names:
                 if name in latest and WorkflowView(latest[name]).phase in TERMINAL:

@@ -101,7 +101,11 @@ class World:
 
     def _recreate_pods(self) -> None:
         while not self._stop.wait(0.2):
-            for source in self.emu.objects("EventSource"):
+            try:
+                sources = self.emu.objects("EventSource")
+            except KeyError:  # the CRD is not installed (yet)
+                continue
+            for source in sources:
                 meta = source["metadata"]
                 if self.emu.get("Pod", f"{meta['name']}-eventsource-pod", meta["namespace"]) is None:
                     self._eventsource_controller(source)

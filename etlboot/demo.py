@@ -1,0 +1,229 @@
+"""`demo.upload` / `demo.verify` for the MinIO pipeline: upload sample CSVs, follow the workflows they
+trigger, and check the outputs against the inputs (computed here independently of the ETL code)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import PROJECT_ROOT
+from .engine import Context, StepError, WaitTimeout
+from .examples import TERMINAL, WORKFLOW_API, WorkflowView, workflow_display
+from .steps import kube, minio_client
+
+DATA = PROJECT_ROOT / "demo" / "data"
+DATASETS = {
+    "single": [("test.csv", "input/test.csv")],
+    "multi": [(f"20230414/{n}.csv", f"input/20230414/{n}.csv") for n in (1, 2, 3)],
+}
+#: what the tutorial's multi-file aggregation must name
+EXPECTED_TOP = {"multi": ("iii", 100)}
+ETL_SENSOR, AGG_SENSOR = "etlproj", "agg"
+SENSOR_LABEL = "events.argoproj.io/sensor"
+OUTPUT_LAYOUT = "output/{date}/{name}.parquet"
+SUMMARY_KEY = "result/{date}/summary.json"
+
+
+@dataclass
+class Upload:
+    local: Path
+    key: str
+
+
+def plan(dataset: str, file: str = "") -> list[Upload]:
+    if file:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise StepError(f"--file {file}: no such file")
+        if path.suffix.lower() != ".csv":
+            raise StepError(f"--file {file}: the pipeline listens for input/*.csv only")
+        return [Upload(path, f"input/{path.name}")]
+    if dataset not in DATASETS:
+        raise StepError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
+    return [Upload(DATA / local, key) for local, key in DATASETS[dataset]]
+
+
+# -- expected results, computed independently of code/etl.py ---------------------------------------
+
+
+def expected_rows(path: Path) -> list[tuple[int, str, int]]:
+    """The good rows of a `no,name,score` CSV: header, BOM, CRLF and blank lines tolerated, the rest rejected."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    rows = []
+    for index, fields in enumerate(csv.reader(io.StringIO(text))):
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if index == 0 and [f.strip().lower() for f in fields] == ["no", "name", "score"]:
+            continue
+        if len(fields) != 3:
+            continue
+        try:
+            rows.append((int(fields[0]), fields[1], int(fields[2])))
+        except ValueError:
+            continue
+    return rows
+
+
+def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
+    """Output naming of the pipeline: a YYYYMMDD parent folder is the date, else the upload day (UTC)."""
+    folder, _, base = key.rpartition("/")
+    name = base[:-4] if base.lower().endswith(".csv") else base
+    parent = folder.rpartition("/")[2]
+    if len(parent) == 8 and parent.isdigit():
+        return parent, name
+    return uploaded.astimezone(timezone.utc).strftime("%Y%m%d"), name
+
+
+# -- upload ---------------------------------------------------------------------------------------
+
+
+def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    client = minio_client(ctx)
+    bucket = ctx.settings.etl_bucket
+    for index, item in enumerate(uploads):
+        if index and delay:
+            sleep(delay)
+        client.fput_object(bucket, item.key, str(item.local), content_type="text/csv")
+        ctx.reporter.say(f"uploaded {item.local.relative_to(PROJECT_ROOT) if item.local.is_relative_to(PROJECT_ROOT) else item.local}"
+                         f" -> s3://{bucket}/{item.key}")
+
+
+# -- follow the workflows the upload triggered ------------------------------------------------------
+
+
+def _parameter(workflow: dict, name: str) -> str:
+    for parameter in ((workflow.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
+        if parameter.get("name") == name:
+            return str(parameter.get("value", ""))
+    return ""
+
+
+def _created(workflow: dict) -> datetime:
+    stamp = workflow["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def triggered(workflows: list[dict], keys: set[str], dates: set[str], since: datetime) -> tuple[list[dict], list[dict]]:
+    """The ETL workflows for our keys and the aggregations for our dates, created since the upload began."""
+    etl, agg = [], []
+    for workflow in sorted(workflows, key=_created):
+        if _created(workflow) < since:
+            continue
+        sensor = (workflow["metadata"].get("labels") or {}).get(SENSOR_LABEL)
+        if sensor == ETL_SENSOR and _parameter(workflow, "key") in keys:
+            etl.append(workflow)
+        elif sensor == AGG_SENSOR and _parameter(workflow, "date") in dates:
+            agg.append(workflow)
+    return etl, agg
+
+
+def settled(etl: list[dict], agg: list[dict], keys: set[str], want_agg: bool) -> bool:
+    """Every key's ETL ended, and (if wanted) an aggregation ran after them and none is still running."""
+    done_keys = {_parameter(w, "key") for w in etl if WorkflowView(w).phase in TERMINAL}
+    if done_keys != keys or any(WorkflowView(w).phase not in TERMINAL for w in etl):
+        return False
+    written = sum(1 for w in etl if WorkflowView(w).phase == "Succeeded")
+    if not want_agg or not written:
+        return True  # no Parquet was written, so no aggregation will come
+    # every Parquet written triggers one aggregation (the mutex runs them one at a time)
+    return len(agg) >= written and all(WorkflowView(w).phase in TERMINAL for w in agg)
+
+
+def follow(ctx: Context, uploads: list[Upload], since: datetime, timeout: float, want_agg: bool = True,
+           interval: float = 2.0, clock=time.monotonic, sleep=time.sleep) -> tuple[list[dict], list[dict]]:
+    keys = {u.key for u in uploads}
+    dates = {date_and_name(u.key, since)[0] for u in uploads}
+    namespace = ctx.settings.namespace
+    deadline = clock() + timeout
+    with workflow_display(ctx.reporter) as display:
+        while True:
+            workflows = kube(ctx).list(WORKFLOW_API, "Workflow", namespace,
+                                       label_selector=f"{SENSOR_LABEL} in ({ETL_SENSOR},{AGG_SENSOR})")
+            etl, agg = triggered(workflows, keys, dates, since)
+            display.update(etl + agg)
+            if settled(etl, agg, keys, want_agg):
+                return etl, agg
+            if clock() >= deadline:
+                seen = ", ".join(f"{w['metadata']['name']} {WorkflowView(w).phase}" for w in etl + agg) or "none"
+                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for the triggered workflows; seen: {seen}",
+                                  hint="is the EventSource listening? `invoke status --only pipeline`")
+            sleep(interval)
+
+
+def verdict(etl: list[dict], agg: list[dict]) -> list[tuple[bool, str]]:
+    lines = [(WorkflowView(w).phase == "Succeeded", f"{w['metadata']['name']} ({_parameter(w, 'key')}): "
+              f"{WorkflowView(w).phase}") for w in etl]
+    if agg:
+        last = agg[-1]
+        lines.append((WorkflowView(last).phase == "Succeeded",
+                      f"{last['metadata']['name']} (aggregation of {_parameter(last, 'date')}): {WorkflowView(last).phase}"))
+    return lines
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+def verify(ctx: Context, uploads: list[Upload], dataset: str) -> list[tuple[bool, str]]:
+    """Each Parquet holds exactly the input's good rows; the day's summary names the top scorer."""
+    import pyarrow.parquet as pq
+    from minio.error import S3Error
+
+    client = minio_client(ctx)
+    bucket = ctx.settings.etl_bucket
+    results: list[tuple[bool, str]] = []
+    rows_by_date: dict[str, list[tuple[int, str, int]]] = {}
+    for item in uploads:
+        want = expected_rows(item.local)
+        try:
+            stat = client.stat_object(bucket, item.key)
+        except S3Error:
+            results.append((False, f"s3://{bucket}/{item.key} is not there: run demo.upload first"))
+            continue
+        date, name = date_and_name(item.key, stat.last_modified)
+        out_key = OUTPUT_LAYOUT.format(date=date, name=name)
+        rows_by_date.setdefault(date, []).extend(want)
+        try:
+            response = client.get_object(bucket, out_key)
+            try:
+                table = pq.read_table(io.BytesIO(response.read()))
+            finally:
+                response.close()
+                response.release_conn()
+        except S3Error:
+            results.append((False, f"{out_key} is missing"))
+            continue
+        got = sorted(zip(*(table.column(c).to_pylist() for c in ("no", "name", "score"))))
+        ok = got == sorted(want)
+        results.append((ok, f"{out_key}: {len(got)} rows" + ("" if ok else f", expected {len(want)} good rows "
+                                                                          f"of {item.local.name}")))
+    for date, rows in rows_by_date.items():
+        key = SUMMARY_KEY.format(date=date)
+        try:
+            response = client.get_object(bucket, key)
+            try:
+                summary = json.loads(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        except (S3Error, ValueError):
+            results.append((False, f"{key} is missing or unreadable"))
+            continue
+        top = summary.get("max") or {}
+        got = (top.get("name"), top.get("score"))
+        total = summary.get("total_rows") or 0
+        if dataset in EXPECTED_TOP:
+            expected = EXPECTED_TOP[dataset]
+            ok = got == expected
+            why = f" (expected {expected[0]} {expected[1]})"
+        else:  # the day may hold other files too: ours must be counted and cannot beat the top
+            best = max((r[2] for r in rows), default=None)
+            ok = total >= len(rows) and (best is None or (got[1] is not None and got[1] >= best))
+            why = f" (expected at least {len(rows)} rows and a top score >= {best})"
+        results.append((ok, f"{key}: top scorer {got[0]} {got[1]}, {total} rows" + ("" if ok else why)))
+    return results
