@@ -215,3 +215,26 @@ def test_nats_version_not_offered_by_the_controller_is_refused(world, monkeypatc
     assert code == 1
     assert "2.10.29" in out and "2.10.10" in out
     assert world.emu.get("EventBus", "default", "argo-etl") is None
+
+
+def test_ui_prints_addresses_and_only_with_show_token_the_token(world, monkeypatch):
+    from types import SimpleNamespace
+
+    from etlboot.tasks import core
+
+    assert world.run("up", only="platform")[0] == 0
+    monkeypatch.setenv("STANDIN_FORWARD_ARGO_WORKFLOWS_SERVER", world.emu.url.split("//")[1])
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "time", SimpleNamespace(sleep=interrupt))  # Ctrl-C at the first wait
+    token_b64 = world.emu.get("Secret", "argo-workflows-server.service-account-token", "argo-etl")["data"]["token"]
+    token = base64.b64decode(token_b64).decode()
+    code, out = world.run("ui", argo_port=0, minio_port=0)
+    assert code == 0, out
+    assert "Argo UI:       http://localhost:" in out and "MinIO console: http://localhost:" in out
+    assert token not in out
+    code, out = world.run("ui", show_token=True, argo_port=0, minio_port=0)
+    assert code == 0, out
+    assert f"Bearer {token}" in out
