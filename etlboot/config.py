@@ -74,7 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_IMAGE", "", "pre-built image for the workflows; empty = build code/Dockerfile inside minikube with a content-hash tag (required when CLUSTER=existing)", "image", optional=True, group="pipeline"),
     Setting("AGG_SETTLE_SECONDS", "20", "seconds the aggregation waits for more files of the same date", "int", minimum=0, maximum=3600, group="pipeline"),
     Setting("FTP_ENABLED", "true", "install the FTP event source (vsftpd + gRPC event server) with `up`", "bool", group="ftp"),
-    Setting("FTP_IMAGE", "docker.io/delfer/alpine-ftp-server:latest", "vsftpd server image", "image", group="ftp"),
+    Setting("FTP_IMAGE", "docker.io/garethflowers/ftp-server:0.9.2", "vsftpd server image (vsftpd 3.0.5 on Alpine; reads FTP_USER/FTP_PASS)", "image", group="ftp"),
     Setting("FTP_USER", "etl", "FTP user name", "str", group="ftp"),
     Setting("FTP_PASSWORD", None, "FTP password (generated on first run)", secret=True, generate=True, group="ftp"),
     Setting("FTP_POLL_SECONDS", "10", "FTP poll interval of the event server", "int", minimum=1, maximum=3600, group="ftp"),

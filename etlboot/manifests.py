@@ -23,6 +23,12 @@ FTP_EVENT_SERVER_CONFIGMAP = "ftp-event-server-code"
 IMAGE_NAME = "argo-etl"
 
 
+def ftp_event_server_files() -> list[Path]:
+    """What ConfigMap ftp-event-server-code holds: the server's files, flat."""
+    folder = CODE / "ftp_event_server"
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in (".py", ".proto"))
+
+
 def image_inputs() -> list[Path]:
     return [p for p in (CODE / "Dockerfile", CODE / "requirements.txt") if p.exists()]
 
@@ -61,6 +67,8 @@ def variables(settings) -> dict[str, str]:
         "FTP_IMAGE": v["FTP_IMAGE"],
         "FTP_SECRET": FTP_SECRET,
         "FTP_EVENT_SERVER_CONFIGMAP": FTP_EVENT_SERVER_CONFIGMAP,
+        # in the event server's pod template, so a code change restarts the pod
+        "FTP_EVENT_SERVER_CODE_HASH": content_hash(ftp_event_server_files())[:16],
         "FTP_POLL_SECONDS": v["FTP_POLL_SECONDS"],
         "EVENTBUS_NATS_VERSION": v["EVENTBUS_NATS_VERSION"],
         "EVENTBUS_REPLICAS": v["EVENTBUS_REPLICAS"],

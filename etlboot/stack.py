@@ -122,16 +122,13 @@ def pipeline_steps(ctx: Context) -> list[Step]:
 def ftp_steps(ctx: Context) -> list[Step]:
     if not ctx.settings.ftp_enabled:
         return []
-    folder = m.CODE / "ftp_event_server"
     steps: list[Step] = [
         ObjectStep(f"ftp/secret/{m.FTP_SECRET}",
                    lambda c: secret_object(m.FTP_SECRET, {"username": c.settings.ftp_user,
                                                           "password": c.settings.ftp_password}),
                    sensitive=True),
         ObjectStep(f"ftp/configmap/{m.FTP_EVENT_SERVER_CONFIGMAP}",
-                   lambda c: configmap_from_files(m.FTP_EVENT_SERVER_CONFIGMAP,
-                                                  sorted(p for p in folder.glob("*") if p.is_file()
-                                                         and p.suffix in (".py", ".proto")))),
+                   lambda c: configmap_from_files(m.FTP_EVENT_SERVER_CONFIGMAP, m.ftp_event_server_files())),
     ]
     steps += _group_steps(ctx, "ftp")
     return steps

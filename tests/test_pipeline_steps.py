@@ -109,3 +109,24 @@ def test_image_is_built_once_and_rebuilt_only_when_its_inputs_change(tmp_path, m
         assert "pipeline/workflowtemplate/etl" in out
     finally:
         world.close()
+
+
+def test_whole_up_with_the_ftp_steps_is_idempotent(world, monkeypatch):
+    monkeypatch.setenv("FTP_ENABLED", "true")
+    code, out = world.run("up")
+    assert code == 0, out
+    for kind, name in (("Secret", "ftp-secret"), ("ConfigMap", "ftp-event-server-code"), ("Deployment", "vsftpd"),
+                       ("Deployment", "ftp-event-server"), ("EventSource", "ftp"), ("Sensor", "ftp"),
+                       ("WorkflowTemplate", "ftp-etl")):
+        assert world.emu.get(kind, name, "argo-etl") is not None, (kind, name)
+    server = world.emu.get("Deployment", "ftp-event-server", "argo-etl")
+    code_hash = world.emu.get("ConfigMap", "ftp-event-server-code", "argo-etl")["metadata"]["annotations"][
+        "argo-etl-bootstrap/content-hash"]
+    assert server["spec"]["template"]["metadata"]["annotations"]["argo-etl-bootstrap/code-hash"] == code_hash
+    world.reset_calls()
+    code, out = world.run("up")
+    assert code == 0, out
+    assert world.emu.write_requests() == []
+    code, out = world.run("down", yes=True)
+    assert code == 0, out
+    assert world.emu.get("Deployment", "vsftpd", "argo-etl") is None
