@@ -97,14 +97,14 @@ def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[f
 # -- follow the workflows the upload triggered ------------------------------------------------------
 
 
-def _parameter(workflow: dict, name: str) -> str:
+def parameter(workflow: dict, name: str) -> str:
     for parameter in ((workflow.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
         if parameter.get("name") == name:
             return str(parameter.get("value", ""))
     return ""
 
 
-def _created(workflow: dict) -> datetime:
+def created(workflow: dict) -> datetime:
     stamp = workflow["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -112,20 +112,20 @@ def _created(workflow: dict) -> datetime:
 def triggered(workflows: list[dict], keys: set[str], dates: set[str], since: datetime) -> tuple[list[dict], list[dict]]:
     """The ETL workflows for our keys and the aggregations for our dates, created since the upload began."""
     etl, agg = [], []
-    for workflow in sorted(workflows, key=_created):
-        if _created(workflow) < since:
+    for workflow in sorted(workflows, key=created):
+        if created(workflow) < since:
             continue
         sensor = (workflow["metadata"].get("labels") or {}).get(SENSOR_LABEL)
-        if sensor == ETL_SENSOR and _parameter(workflow, "key") in keys:
+        if sensor == ETL_SENSOR and parameter(workflow, "key") in keys:
             etl.append(workflow)
-        elif sensor == AGG_SENSOR and _parameter(workflow, "date") in dates:
+        elif sensor == AGG_SENSOR and parameter(workflow, "date") in dates:
             agg.append(workflow)
     return etl, agg
 
 
 def settled(etl: list[dict], agg: list[dict], keys: set[str], want_agg: bool) -> bool:
     """Every key's ETL ended, and (if wanted) an aggregation ran after them and none is still running."""
-    done_keys = {_parameter(w, "key") for w in etl if WorkflowView(w).phase in TERMINAL}
+    done_keys = {parameter(w, "key") for w in etl if WorkflowView(w).phase in TERMINAL}
     if done_keys != keys or any(WorkflowView(w).phase not in TERMINAL for w in etl):
         return False
     written = sum(1 for w in etl if WorkflowView(w).phase == "Succeeded")
@@ -157,21 +157,37 @@ def follow(ctx: Context, uploads: list[Upload], since: datetime, timeout: float,
 
 
 def verdict(etl: list[dict], agg: list[dict]) -> list[tuple[bool, str]]:
-    lines = [(WorkflowView(w).phase == "Succeeded", f"{w['metadata']['name']} ({_parameter(w, 'key')}): "
+    lines = [(WorkflowView(w).phase == "Succeeded", f"{w['metadata']['name']} ({parameter(w, 'key')}): "
               f"{WorkflowView(w).phase}") for w in etl]
     if agg:
         last = agg[-1]
         lines.append((WorkflowView(last).phase == "Succeeded",
-                      f"{last['metadata']['name']} (aggregation of {_parameter(last, 'date')}): {WorkflowView(last).phase}"))
+                      f"{last['metadata']['name']} (aggregation of {parameter(last, 'date')}): {WorkflowView(last).phase}"))
     return lines
 
 
 # -- verify ---------------------------------------------------------------------------------------
 
 
+def read_rows(client, bucket: str, key: str) -> list[tuple] | None:
+    """The sorted (no, name, score) rows of a Parquet object, or None when it is not there."""
+    import pyarrow.parquet as pq
+    from minio.error import S3Error
+
+    try:
+        response = client.get_object(bucket, key)
+    except S3Error:
+        return None
+    try:
+        table = pq.read_table(io.BytesIO(response.read()))
+    finally:
+        response.close()
+        response.release_conn()
+    return sorted(zip(*(table.column(c).to_pylist() for c in ("no", "name", "score"))))
+
+
 def verify(ctx: Context, uploads: list[Upload], dataset: str) -> list[tuple[bool, str]]:
     """Each Parquet holds exactly the input's good rows; the day's summary names the top scorer."""
-    import pyarrow.parquet as pq
     from minio.error import S3Error
 
     client = minio_client(ctx)
@@ -188,17 +204,10 @@ def verify(ctx: Context, uploads: list[Upload], dataset: str) -> list[tuple[bool
         date, name = date_and_name(item.key, stat.last_modified)
         out_key = OUTPUT_LAYOUT.format(date=date, name=name)
         rows_by_date.setdefault(date, []).extend(want)
-        try:
-            response = client.get_object(bucket, out_key)
-            try:
-                table = pq.read_table(io.BytesIO(response.read()))
-            finally:
-                response.close()
-                response.release_conn()
-        except S3Error:
+        got = read_rows(client, bucket, out_key)
+        if got is None:
             results.append((False, f"{out_key} is missing"))
             continue
-        got = sorted(zip(*(table.column(c).to_pylist() for c in ("no", "name", "score"))))
         ok = got == sorted(want)
         results.append((ok, f"{out_key}: {len(got)} rows" + ("" if ok else f", expected {len(want)} good rows "
                                                                           f"of {item.local.name}")))
