@@ -48,7 +48,7 @@ def test_eventsource_sensor_and_template_agree():
     assert source["topicArn"] == AWS_VALUES["AWS_TOPIC_ARN"] and source["region"] == "eu-west-1"
     assert source["webhook"]["endpoint"] == "/" + "p" * 32  # the unguessable path, Argo wants a leading /
     assert source["webhook"]["port"] == "12000" and source["webhook"]["url"] == AWS_VALUES["SNS_WEBHOOK_URL"]
-    assert source["validateSignature"] is False  # see the comment in the manifest and docs/aws.md
+    assert source["validateSignature"] is False  # see the comment in the manifest and the README
     assert source["accessKey"] == {"name": "sns-credential", "key": "accessKey"}
     assert d["EventSource"]["spec"]["service"]["ports"][0]["targetPort"] == 12000
 
