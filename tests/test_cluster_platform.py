@@ -18,3 +18,11 @@ def test_up_status_up_down(real_cluster, capsys):
     assert " changed " not in second and " failed " not in second
     assert run_task(core, "down", yes=True) == 0
     assert run_task(core, "down", yes=True) == 0
+
+
+def test_demo_multi_dataset_end_to_end(real_cluster):
+    from etlboot.tasks import core, demo
+
+    assert run_task(core, "up") == 0
+    assert run_task(demo, "upload", dataset="multi") == 0
+    assert run_task(demo, "verify", dataset="multi") == 0
