@@ -130,7 +130,7 @@ class PreflightStep(Step):
                 url = config.require_public_webhook(ctx.settings)
             except config.ConfigError as exc:
                 raise StepError(str(exc), hint="set SNS_WEBHOOK_URL to the public http(s) address that forwards "
-                                               f"to the EventSource's port {WEBHOOK_PORT} (README, "Making the webhook reachable")") from None
+                                               f"to the EventSource's port {WEBHOOK_PORT} (README: Making the webhook reachable)") from None
             if not ctx.settings.values.get("SNS_WEBHOOK_PATH"):
                 raise StepError("SNS_WEBHOOK_PATH is empty", hint="delete it from .env to have one generated")
         who = aws(ctx).identity()

@@ -25,6 +25,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto server (S3, SNS, IAM on real HTTP) for the whole run: `host:port`."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def env_file(tmp_path, monkeypatch):
     """Settings come from a throw-away .env; the developer's own is never read or written."""

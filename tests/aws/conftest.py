@@ -15,7 +15,6 @@ import secrets
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from aws_testkit import NAMESPACE, REGION, WEBHOOK_URL, Cluster, PublicAddress, Webhook, crd
 from kube_emulator import KubeEmulator
@@ -24,12 +23,8 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs ev
 
 
 @pytest.fixture(scope="session")
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto_server(moto_endpoint):
+    return f"http://{moto_endpoint}"
 
 
 @pytest.fixture

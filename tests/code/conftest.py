@@ -19,17 +19,6 @@ _PROGRAM_VARS = ("S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_SECURE", "
                  "AGG_SETTLE_SECONDS", "AGG_MAX_ROUNDS", "AGG_WORKERS")
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def s3(moto_endpoint, monkeypatch):
     """A fresh bucket on the moto server; the S3_* variables point the programs at it."""

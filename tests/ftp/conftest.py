@@ -174,14 +174,8 @@ def watch_config(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
+def moto_server(moto_endpoint):
+    return moto_endpoint
 
 
 @pytest.fixture
