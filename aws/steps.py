@@ -574,7 +574,7 @@ ARGO_OBJECTS = (("WorkflowTemplate", "s3-etl"), ("Sensor", "aws-s3-etl"), ("Even
 def argo_step(kind: str, name: str) -> ObjectStep:
     # rendered lazily: the topic ARN needs the account id, which needs AWS credentials
     return ObjectStep(f"aws/{kind.lower()}/{name}", lambda ctx: rendered(ctx)[(kind, name)],
-                      title=f"{kind} {name}", sensitive=kind == "EventSource")
+                      title=f"{kind} {name}")
 
 
 # -- the lists each task runs ---------------------------------------------------------------------

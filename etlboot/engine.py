@@ -213,7 +213,7 @@ class Runner:
             failed = result.outcome is Outcome.FAILED
             if result.outcome is Outcome.WOULD_CHANGE:
                 pending[step.name] = result.detail
-                if step.gates_all:
+                if step.gates_all and gate is None:
                     gate = step.name
         return results
 
@@ -267,7 +267,7 @@ class Runner:
             results.append(result)
             if result.outcome is Outcome.FAILED:
                 down.add(step.name)
-                if step.gates_all:
+                if step.gates_all and gate is None:
                     gate = step.name
         return results
 

@@ -230,6 +230,7 @@ def sort_for_apply(objects: Iterable[dict]) -> list[dict]:
     order = ["CustomResourceDefinition", "Namespace", "ServiceAccount", "Secret", "ConfigMap",
              "PersistentVolumeClaim", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "Service",
              "Deployment", "StatefulSet", "Job", "EventBus", "WorkflowTemplate", "CronWorkflow",
-             "EventSource", "Sensor"]
+             # a Sensor before its EventSource: nothing an EventSource emits finds no consumer
+             "Sensor", "EventSource"]
     rank = {kind: i for i, kind in enumerate(order)}
     return sorted(objects, key=lambda o: rank.get(o["kind"], len(order)))

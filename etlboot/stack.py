@@ -8,6 +8,7 @@ import yaml
 
 from . import manifests as m
 from .engine import Context, StepError, Step
+from .kube import sort_for_apply
 from .steps import (BucketStep, MinioEventSourceStep, CrdsStep, HelmReleaseStep, ImageBuildStep, KubeContextStep, MinikubeStep,
                     ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
 
@@ -49,7 +50,7 @@ def _doc_step(group: str, doc: dict, **kwargs) -> ObjectStep:
 
 
 def _group_steps(ctx: Context, group: str, **kwargs) -> list[Step]:
-    docs = m.render_group(group, m.variables(ctx.settings))
+    docs = sort_for_apply(m.render_group(group, m.variables(ctx.settings)))
     return [_doc_step(group, doc, keep_unless_purge=doc["kind"] == "PersistentVolumeClaim", **kwargs) for doc in docs]
 
 
@@ -96,11 +97,10 @@ def platform_steps(ctx: Context) -> list[Step]:
             steps.append(_doc_step("rbac", d))
     steps.append(_doc_step("argo-events", doc("EventBus", "default"), before_apply=check_nats_version))
     token = doc("Secret", f"{variables['ARGO_SERVER_SA']}.service-account-token")
-    steps.append(_doc_step("argo-workflows", token, sensitive=True))
+    steps.append(_doc_step("argo-workflows", token))
     steps.append(ObjectStep(f"minio/secret/{m.MINIO_SECRET}",
                             lambda c: secret_object(m.MINIO_SECRET, {"root-user": c.settings.minio_root_user,
-                                                                      "root-password": c.settings.minio_root_password}),
-                            sensitive=True))
+                                                                      "root-password": c.settings.minio_root_password})))
     for kind, name in (("PersistentVolumeClaim", "minio-data"), ("Deployment", "minio"), ("Service", "minio")):
         steps.append(_doc_step("minio", doc(kind, name), keep_unless_purge=kind == "PersistentVolumeClaim"))
     steps.append(BucketStep(lambda c: c.settings.artifact_bucket, "minio/bucket/artifact"))
@@ -125,8 +125,7 @@ def ftp_steps(ctx: Context) -> list[Step]:
     steps: list[Step] = [
         ObjectStep(f"ftp/secret/{m.FTP_SECRET}",
                    lambda c: secret_object(m.FTP_SECRET, {"username": c.settings.ftp_user,
-                                                          "password": c.settings.ftp_password}),
-                   sensitive=True),
+                                                          "password": c.settings.ftp_password})),
         ObjectStep(f"ftp/configmap/{m.FTP_EVENT_SERVER_CONFIGMAP}",
                    lambda c: configmap_from_files(m.FTP_EVENT_SERVER_CONFIGMAP, m.ftp_event_server_files())),
     ]

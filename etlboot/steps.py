@@ -63,19 +63,15 @@ def readiness(obj: dict) -> tuple[bool | None, str]:
 class ObjectStep(Step):
     """One Kubernetes object: server-side applied when missing or drifted; deleted by `down` if ours."""
 
-    #: objects `down` leaves alone unless --purge (they hold data)
-    keep_unless_purge = False
-
     def __init__(self, name: str, build: Callable[[Context], dict], title: str = "", *,
-                 keep_unless_purge: bool = False, wait_ready: bool = True, sensitive: bool = False,
+                 keep_unless_purge: bool = False, wait_ready: bool = True,
                  before_apply: Callable[[Context, dict], None] | None = None,
                  extra_health: Callable[[Context, dict], tuple[bool | None, str]] | None = None):
         self.name = name
         self.title = title
         self._build = build
-        self.keep_unless_purge = keep_unless_purge
+        self.keep_unless_purge = keep_unless_purge  # `down` leaves it unless --purge (it holds data)
         self.wait_ready = wait_ready
-        self.sensitive = sensitive  # a Secret: diffs name keys, never values
         self.before_apply = before_apply
         self.extra_health = extra_health
 
