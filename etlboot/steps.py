@@ -176,8 +176,7 @@ class ToolsStep(Step):
     }
 
     def check(self, ctx: Context) -> Check:
-        versions = []
-        missing = []
+        versions, missing, broken = [], [], []
         for tool in self._tools(ctx):
             if shell.find(tool, ctx.settings) is None:
                 missing.append(tool)
@@ -190,13 +189,17 @@ class ToolsStep(Step):
                 except (ValueError, KeyError):
                     pass
             if tool == "docker" and not ran.ok:
-                raise StepError("docker is installed but its engine does not answer",
-                                hint="start Docker (and make sure your user may use it), or set MINIKUBE_DRIVER")
+                broken.append("docker is installed but its engine does not answer")
+                continue
             versions.append(f"{tool} {text.splitlines()[0] if text else '?'}")
-        if missing:
-            hint = ("run `invoke tools.install`" if set(missing) - {"docker"}
-                    else "install Docker: https://docs.docker.com/engine/install/")
-            raise StepError(f"missing executable(s): {', '.join(missing)}", hint=hint)
+        if missing or broken:
+            problems = ([f"missing executable(s): {', '.join(missing)}"] if missing else []) + broken
+            hints = []
+            if set(missing) - {"docker"}:
+                hints.append("run `invoke tools.install` for kubectl/helm/minikube")
+            if "docker" in missing or broken:
+                hints.append("install/start Docker and make sure your user may use it, or set MINIKUBE_DRIVER")
+            raise StepError("; ".join(problems), hint="; ".join(hints))
         return Check(State.PRESENT, detail=", ".join(versions))
 
 
