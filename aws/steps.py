@@ -601,9 +601,12 @@ def status_steps(ctx: Context) -> list[Step]:
 
 
 class TeardownGuardStep(Step):
-    """Checked before teardown deletes anything: refuses a wrong kube context or missing AWS settings."""
+    """Checked before teardown deletes anything: refuses a wrong kube context or missing AWS settings.
+
+    A gate: the runner's `down` checks it first and deletes nothing when it fails."""
 
     removable = False
+    gates_all = True
 
     def __init__(self):
         self.name = "aws/preflight"
@@ -617,13 +620,7 @@ class TeardownGuardStep(Step):
         pass
 
 
-
-def guard_steps(ctx: Context) -> list[Step]:
-    """Run (as a status) before teardown: the runner's `down` does not stop at a failed step."""
-    return [TeardownGuardStep()]
-
-
 def teardown_steps(ctx: Context) -> list[Step]:
-    """The setup list; the runner skips the read-only checks, removes in reverse order, and each step
-    deletes only what carries our tag/label."""
-    return setup_steps(ctx)
+    """The guard, then the setup list; the runner checks the guard first, skips the read-only checks,
+    removes in reverse order, and each step deletes only what carries our tag/label."""
+    return [TeardownGuardStep(), *setup_steps(ctx)]

@@ -49,9 +49,7 @@ def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verb
             ", INCLUDING THE BUCKET AND ITS DATA" if delete_bucket else " (the bucket and its data are kept)")
         confirm(f"Delete {what} (account of the configured credentials, region {settings.values['AWS_REGION']})?",
                 yes)
-    steps = _steps()
-    run_mode("status", steps.guard_steps, title="aws.teardown preflight", debug=debug, settings=settings)
-    run_mode("down", steps.teardown_steps, title="aws.teardown", dry_run=dry_run, debug=debug, verbose=verbose,
+    run_mode("down", _steps().teardown_steps, title="aws.teardown", dry_run=dry_run, debug=debug, verbose=verbose,
              settings=settings, delete_bucket=delete_bucket)
 
 

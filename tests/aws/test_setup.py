@@ -222,3 +222,17 @@ def test_refuses_without_region_or_credentials(aws_env, admin, capsys, monkeypat
     assert run_quietly(aws_tasks.status) == 1
     assert "AWS_PROFILE is not set" in capsys.readouterr().out
     assert admin.s3.list_buckets()["Buckets"] == []
+
+
+def test_teardown_on_the_wrong_kube_context_deletes_nothing(aws_env, aws_calls, cluster, admin, capsys, monkeypatch):
+    aws_tasks.setup(Context())
+    aws_calls.clear()
+    cluster.emulator.clear_log()
+    capsys.readouterr()
+    monkeypatch.setenv("KUBE_CONTEXT", "production")
+    assert run_quietly(aws_tasks.teardown, yes=True) == 1
+    out = capsys.readouterr().out
+    assert "aws/preflight" in out and "production" in out
+    assert writes(aws_calls) == []
+    assert cluster.emulator.write_requests() == []
+    assert cluster.secret("sns-credential") is not None
