@@ -161,6 +161,9 @@ def _validate(setting: Setting, value: str) -> str:
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"{name}={value!r} is not an http(s) URL")
+        # a base URL: the parts joined to it start with `/`. Argo Events v1.9.10 joins the SNS webhook's url
+        # and endpoint without trimming, so `https://host/` would subscribe `https://host//<path>`
+        value = value.rstrip("/")
     elif kind == "duration":
         if not re.match(r"^(\d+h)?(\d+m)?(\d+s)?$", value) or value == "":
             raise ConfigError(f"{name}={value!r} is not a duration like 10m or 90s")

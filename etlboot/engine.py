@@ -129,6 +129,10 @@ class Context:
                 self._closers.append(lambda: close(value))
         return self._cache[key]
 
+    def forget(self, key: str) -> None:
+        """Drop a cached read (not a client with a closer) so the next `cached` reads again."""
+        self._cache.pop(key, None)
+
     def close(self) -> None:
         while self._closers:
             closer = self._closers.pop()

@@ -57,6 +57,18 @@ KINDS = {
 }
 
 
+def with_kind(item: dict, k: Kind) -> dict:
+    """A LIST item as a GET would return it.
+
+    A real API server leaves `kind`/`apiVersion` off the items of built-in lists (only the list itself
+    carries them; custom-resource lists do carry them), so every reader that decides by kind needs them
+    put back here, once.
+    """
+    if item.get("kind") and item.get("apiVersion"):
+        return item
+    return {"apiVersion": k.api_version, "kind": k.kind, **item}
+
+
 def kind_of(api_version: str, kind: str) -> Kind:
     try:
         return KINDS[(api_version, kind)]
@@ -139,7 +151,7 @@ class Kube:
             if self._missing(exc):  # the kind is not installed (CRD missing)
                 return []
             raise
-        return list(result.get("items") or [])
+        return [with_kind(item, k) for item in result.get("items") or []]
 
     def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int | None = None) -> str:
         query = []
@@ -159,6 +171,12 @@ class Kube:
             query.append(("dryRun", "All"))
         return self._call("PATCH", f"{k.base(meta.get('namespace'))}/{meta['name']}", query=query,
                           body=obj, content_type="application/apply-patch+yaml")
+
+    def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict) -> dict:
+        """A JSON merge patch (RFC 7386): a `null` removes a key, whoever owned it."""
+        k = kind_of(api_version, kind)
+        return self._call("PATCH", f"{k.base(namespace)}/{name}", query=[("fieldManager", self.field_manager)],
+                          body=patch, content_type="application/merge-patch+json")
 
     def create(self, obj: dict) -> dict:
         k = kind_of(obj["apiVersion"], obj["kind"])
@@ -202,6 +220,30 @@ def subset_diff(desired: Any, live: Any, path: str = "") -> list[str]:
     if desired != live and not _equivalent(desired, live):
         return [path]
     return []
+
+
+#: maps of objects we own that are compared whole: a key someone added is drift, not "a field the server adds"
+WHOLE_MAPS = {"ConfigMap": ("data", "binaryData"), "Secret": ("data",)}
+
+
+def extra_keys(desired: dict, live: dict) -> dict[str, list[str]]:
+    """Keys of the whole-compared maps (WHOLE_MAPS) that live has and desired does not: {field: [keys]}.
+
+    Only maps we set are ours: a service-account-token Secret's `data` is filled by the controller.
+    """
+    out = {}
+    for field in WHOLE_MAPS.get(desired.get("kind"), ()):
+        if field not in desired:
+            continue
+        extra = sorted(set(live.get(field) or {}) - set(desired.get(field) or {}))
+        if extra:
+            out[field] = extra
+    return out
+
+
+def is_terminating(obj: dict | None) -> bool:
+    """Being deleted: a real API server keeps the object, with deletionTimestamp, until its finalizers are gone."""
+    return bool(obj) and bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _equivalent(desired: Any, live: Any) -> bool:

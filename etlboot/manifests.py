@@ -8,7 +8,7 @@ from string import Template
 
 import yaml
 
-from . import PROJECT_ROOT
+from . import PROJECT_ROOT, charts
 
 MANIFESTS = PROJECT_ROOT / "manifests"
 CODE = PROJECT_ROOT / "code"
@@ -73,7 +73,7 @@ def variables(settings) -> dict[str, str]:
         "EVENTBUS_NATS_VERSION": v["EVENTBUS_NATS_VERSION"],
         "EVENTBUS_REPLICAS": v["EVENTBUS_REPLICAS"],
         "EVENTBUS_STREAM_REPLICAS": "1" if int(v["EVENTBUS_REPLICAS"]) < 3 else "3",
-        "ARGO_SERVER_SA": f"{v['ARGO_WORKFLOWS_RELEASE']}-server",
+        "ARGO_SERVER_SA": charts.argo_server(settings),
     }
 
 

@@ -6,19 +6,29 @@ from typing import Callable
 
 import yaml
 
+from . import charts
 from . import manifests as m
 from .engine import Context, StepError, Step
 from .kube import sort_for_apply
-from .steps import (BucketStep, MinioEventSourceStep, CrdsStep, HelmReleaseStep, ImageBuildStep, KubeContextStep, MinikubeStep,
+from .helm import HelmReleaseStep
+from .steps import (BucketStep, MinioEventSourceStep, CrdsStep, ImageBuildStep, KubeContextStep, MinikubeStep,
                     ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
 
 ARGO_EVENTS_CRDS = ["eventbus.argoproj.io", "eventsources.argoproj.io", "sensors.argoproj.io"]
+# every CRD the pinned chart installs (../shared/upstream/argo-workflows-chart-1.0.18-rendered.yaml)
 ARGO_WORKFLOWS_CRDS = ["workflows.argoproj.io", "workflowtemplates.argoproj.io", "cronworkflows.argoproj.io",
-                       "clusterworkflowtemplates.argoproj.io", "workflowtaskresults.argoproj.io"]
+                       "clusterworkflowtemplates.argoproj.io", "workflowtaskresults.argoproj.io",
+                       "workflowtasksets.argoproj.io", "workflowartifactgctasks.argoproj.io",
+                       "workfloweventbindings.argoproj.io"]
 
 
 def argo_events_values(ctx: Context) -> dict:
-    return {"crds": {"install": True, "keep": True}}
+    return {
+        "crds": {"install": True, "keep": True},
+        # the controller watches only our namespace (Role, not ClusterRole; `--namespaced`), so it never
+        # reconciles EventSources, Sensors or EventBuses of another Argo Events on the same cluster
+        "controller": {"rbac": {"namespaced": True}},
+    }
 
 
 def argo_workflows_values(ctx: Context) -> dict:
@@ -26,7 +36,10 @@ def argo_workflows_values(ctx: Context) -> dict:
         # Full CRDs are applied by a hook Job that downloads them from GitHub; the inline minimal CRDs
         # need no egress from the cluster.
         "crds": {"install": True, "keep": True, "full": False},
-        "controller": {"workflowNamespaces": [ctx.settings.namespace]},
+        # Roles instead of ClusterRoles and `--namespaced` for the controller and the server: at chart
+        # 1.0.18 `controller.workflowNamespaces` alone only adds RoleBindings, the controller still
+        # watches every namespace and would fight an Argo Workflows that is already on the cluster.
+        "singleNamespace": True,
         # the workflow ServiceAccount and its executor Role are ours (manifests/platform/rbac.yaml)
         "workflow": {"serviceAccount": {"create": False}, "rbac": {"create": False}},
         # the UI takes a bearer token (`invoke ui --show-token`), as in the tutorial
@@ -56,10 +69,10 @@ def _group_steps(ctx: Context, group: str, **kwargs) -> list[Step]:
 
 def check_nats_version(ctx: Context, eventbus: dict) -> None:
     """The EventBus version must be one the installed controller lists, or the bus never comes up."""
-    release = ctx.settings.argo_events_release
-    cm = kube(ctx).get("v1", "ConfigMap", f"{release}-controller-manager", ctx.settings.namespace)
+    name = charts.events_controller(ctx.settings)
+    cm = kube(ctx).get("v1", "ConfigMap", name, ctx.settings.namespace)
     if cm is None:
-        raise StepError(f"ConfigMap {release}-controller-manager not found; is Argo Events installed?")
+        raise StepError(f"ConfigMap {name} not found; is Argo Events installed?")
     config = yaml.safe_load((cm.get("data") or {}).get("controller-config.yaml") or "{}") or {}
     versions = [str(v.get("version")) for v in ((config.get("eventBus") or {}).get("jetstream") or {}).get("versions") or []]
     wanted = str(eventbus["spec"]["jetstream"]["version"])
@@ -135,6 +148,14 @@ def ftp_steps(ctx: Context) -> list[Step]:
 
 def up_steps(ctx: Context) -> list[Step]:
     return platform_steps(ctx) + pipeline_steps(ctx) + ftp_steps(ctx)
+
+
+def down_steps(ctx: Context) -> list[Step]:
+    """`up`'s steps and, deleted first, whatever an earlier `up` made that they no longer describe."""
+    from .leftovers import LeftoversStep, claimed_by
+
+    steps = up_steps(ctx)
+    return steps + [LeftoversStep(claimed_by(steps))]
 
 
 STACKS: dict[str, Callable[[Context], list[Step]]] = {

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
 from . import MANAGER
 from .engine import Check, Context, Outcome, State, Step, StepError, wait_until
-from .kube import Kube, is_managed, kubeconfig_path, kind_of, subset_diff, with_identity
+from .kube import (KINDS, Kube, extra_keys, is_managed, is_terminating, kubeconfig_path, kind_of, sort_for_apply,
+                   subset_diff, with_identity)
 from . import shell
 
 # -- shared clients (opened once per run) ---------------------------------------------------------
@@ -89,7 +88,11 @@ class ObjectStep(Step):
         live = kube(ctx).get(*self._ident(ctx))
         if live is None:
             return Check(State.MISSING, detail="", healthy=None)
+        if is_terminating(live):
+            return Check(State.DRIFTED, diff=["being deleted: made again once it is gone"], healthy=False,
+                         detail="terminating", live=live)
         diff = subset_diff(desired, live)
+        diff += [f".{field}.{key} (not ours)" for field, keys in extra_keys(desired, live).items() for key in keys]
         state = State.DRIFTED if diff else State.PRESENT
         healthy, detail = readiness(live) if self.wait_ready else (None, "")
         if self.extra_health and healthy is not False:
@@ -103,11 +106,21 @@ class ObjectStep(Step):
 
     def apply(self, ctx: Context, check: Check) -> None:
         desired = self.desired(ctx)
+        if is_terminating(check.live):
+            # applying to it would not stop the deletion, and a Terminating namespace refuses new objects
+            wait_gone(ctx, *self._ident(ctx))
+            check = Check(State.MISSING)
         if desired["apiVersion"].startswith("argoproj.io/"):
             wait_for_crd(ctx, desired["apiVersion"], desired["kind"])
         if self.before_apply:
             self.before_apply(ctx, desired)
         kube(ctx).apply(desired)
+        extra = extra_keys(desired, check.live) if check.live else {}
+        if extra:
+            # server-side apply keeps fields another manager set (`kubectl edit`): remove them explicitly
+            api_version, kind, name, namespace = self._ident(ctx)
+            kube(ctx).merge_patch(api_version, kind, name, namespace,
+                                  {field: {key: None for key in keys} for field, keys in extra.items()})
 
     def _ours(self, ctx: Context) -> tuple[dict | None, bool]:
         live = kube(ctx).get(*self._ident(ctx))
@@ -128,8 +141,34 @@ class ObjectStep(Step):
             return Outcome.OK
         if not ours or not self._removal_allowed(ctx):
             return Outcome.SKIPPED
-        kube(ctx).delete(*self._ident(ctx))
+        delete_and_wait(ctx, live)
         return Outcome.CHANGED
+
+
+def _waits_for_finalizers(obj: dict) -> bool:
+    # Argo's controllers clear their custom resources' finalizers (the EventBus keeps one while an EventSource
+    # or Sensor uses it): they must be gone before `down` uninstalls the controller, or they stay Terminating
+    return bool((obj.get("metadata") or {}).get("finalizers")) or obj.get("apiVersion", "").startswith("argoproj.io/")
+
+
+def delete_and_wait(ctx: Context, live: dict) -> None:
+    """Delete an object; if finalizers hold it (or will), wait, bounded, until the server has removed it."""
+    meta = live["metadata"]
+    ident = (live["apiVersion"], live["kind"], meta["name"], meta.get("namespace"))
+    if kube(ctx).delete(*ident) and _waits_for_finalizers(live):
+        wait_gone(ctx, *ident)
+
+
+def wait_gone(ctx: Context, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+    def probe():
+        live = kube(ctx).get(api_version, kind, name, namespace)
+        if live is None:
+            return True, "gone"
+        finalizers = (live.get("metadata") or {}).get("finalizers") or []
+        return False, "terminating" + (f", finalizers: {', '.join(finalizers)}" if finalizers else "")
+
+    wait_until(probe, timeout=ctx.wait_timeout(), what=f"{kind} {name} to be deleted", reporter=ctx.reporter,
+               interval=0.5)
 
 
 def secret_object(name: str, data: dict[str, str], labels: dict | None = None) -> dict:
@@ -351,105 +390,24 @@ class ImageBuildStep(Step):
                       str(CODE), timeout=1800)
 
 
-# -- helm -----------------------------------------------------------------------------------------
-
-
-class HelmReleaseStep(Step):
-    """A pinned argo-helm chart release; upgraded only when the chart version or values differ."""
-
-    def __init__(self, name: str, release: Callable[[Context], str], chart: str,
-                 version: Callable[[Context], str], values: Callable[[Context], dict], title: str = ""):
-        self.name = name
-        self.title = title
-        self._release = release
-        self.chart = chart
-        self._version = version
-        self._values = values
-        self.poll_interval = 3.0
-
-    def _helm(self, ctx: Context, *args: str, check: bool = True, timeout: float = 120):
-        return shell.run("helm", ctx.settings, "--kube-context", ctx.settings.kube_context, *args,
-                         check=check, timeout=timeout)
-
-    def _status(self, ctx: Context) -> dict | None:
-        ran = self._helm(ctx, "status", self._release(ctx), "-n", ctx.settings.namespace, "-o", "json", check=False)
-        if not ran.ok:
-            if "not found" in ran.stderr:
-                return None
-            raise StepError(f"helm status {self._release(ctx)} failed: {ran.stderr.strip()[-200:]}")
-        return json.loads(ran.stdout)
-
-    def check(self, ctx: Context) -> Check:
-        status = self._status(ctx)
-        if status is None:
-            return Check(State.MISSING)
-        diff = []
-        chart_meta = (status.get("chart") or {}).get("metadata") or {}
-        want = self._version(ctx)
-        if chart_meta.get("name") not in (None, self.chart):
-            raise StepError(f"release {self._release(ctx)} exists but runs chart {chart_meta.get('name')!r}, "
-                            f"not {self.chart!r}: not ours", hint="pick another release name in .env")
-        if chart_meta.get("version") != want:
-            diff.append(f"chart version {chart_meta.get('version')} -> {want}")
-        diff += [f"values{p}" for p in _values_diff(self._values(ctx), status.get("config") or {})]
-        phase = (status.get("info") or {}).get("status")
-        healthy, detail = phase == "deployed", f"{phase}, chart {chart_meta.get('version')}"
-        if healthy:
-            healthy, ready = self._workloads_ready(ctx)
-            detail += f", {ready}"
-        return Check(State.DRIFTED if diff else State.PRESENT, diff=diff, healthy=healthy, detail=detail)
-
-    def _workloads_ready(self, ctx: Context) -> tuple[bool, str]:
-        deployments = kube(ctx).list("apps/v1", "Deployment", ctx.settings.namespace,
-                                     label_selector=f"app.kubernetes.io/instance={self._release(ctx)}")
-        if not deployments:
-            return False, "no deployments yet"
-        waiting = [d["metadata"]["name"] for d in deployments if readiness(d)[0] is not True]
-        return not waiting, "deployments ready" if not waiting else f"waiting for {', '.join(waiting)}"
-
-    def apply(self, ctx: Context, check: Check) -> None:
-        s = ctx.settings
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-", delete=True) as handle:
-            yaml.safe_dump(self._values(ctx), handle)
-            handle.flush()
-            with ctx.reporter.waiting(f"helm upgrade --install {self._release(ctx)}"):
-                self._helm(ctx, "upgrade", "--install", self._release(ctx), self.chart, "--repo", s.helm_repo_url,
-                           "--version", self._version(ctx), "-n", s.namespace, "--create-namespace",
-                           "-f", handle.name, "--wait", "--timeout", s.helm_timeout,
-                           timeout=ctx.wait_timeout(self) + _seconds(s.helm_timeout))
-
-    def remove_plan(self, ctx: Context) -> Outcome:
-        return Outcome.OK if self._status(ctx) is None else Outcome.WOULD_CHANGE
-
-    def remove(self, ctx: Context) -> Outcome:
-        if self._status(ctx) is None:
-            return Outcome.OK
-        self._helm(ctx, "uninstall", self._release(ctx), "-n", ctx.settings.namespace, "--wait", timeout=600)
-        return Outcome.CHANGED
-
-
-def _seconds(duration: str) -> float:
-    import re
-
-    total = 0.0
-    for amount, unit in re.findall(r"(\d+)([hms])", duration):
-        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
-    return total
-
-
-def _values_diff(desired, live, path: str = "") -> list[str]:
-    if isinstance(desired, dict) and isinstance(live, dict):
-        out = []
-        for key in sorted(set(desired) | set(live)):
-            if key not in desired:
-                out.append(f"{path}.{key} (extra)")
-            else:
-                out += _values_diff(desired[key], live.get(key), f"{path}.{key}")
-        return out
-    return [] if desired == live else [path or "."]
-
-
 # -- CRDs of a chart ------------------------------------------------------------------------------
+
+
+CRD_API = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+
+
+def crds_on_cluster(ctx: Context, fresh: bool = False) -> dict[str, dict]:
+    """Every CRD by name, from one LIST kept for the run (`fresh`: read again, e.g. after a chart install)."""
+    if fresh:
+        ctx.forget("crd-list")
+    return ctx.cached("crd-list", lambda: {c["metadata"]["name"]: c for c in kube(ctx).list(*CRD_API)})
+
+
+def _crd_problems(ctx: Context, names: list[str], fresh: bool) -> tuple[list[str], list[str]]:
+    live = crds_on_cluster(ctx, fresh)
+    missing = [n for n in names if n not in live]
+    pending = [n for n in names if n in live and readiness(live[n])[0] is not True]
+    return missing, pending
 
 
 class CrdsStep(Step):
@@ -462,13 +420,9 @@ class CrdsStep(Step):
         self.poll_interval = 1.0
 
     def check(self, ctx: Context) -> Check:
-        missing, pending = [], []
-        for crd in self.crds:
-            live = kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
-            if live is None:
-                missing.append(crd)
-            elif readiness(live)[0] is not True:
-                pending.append(crd)
+        missing, pending = _crd_problems(ctx, self.crds, fresh=False)
+        if missing or pending:  # the run's listing may predate the chart install: read once more
+            missing, pending = _crd_problems(ctx, self.crds, fresh=True)
         if missing:
             return Check(State.MISSING, diff=[f"missing {c}" for c in missing])
         return Check(State.PRESENT, healthy=not pending,
@@ -481,13 +435,14 @@ class CrdsStep(Step):
     def remove_plan(self, ctx: Context) -> Outcome:
         if not ctx.option("purge"):
             return Outcome.SKIPPED
-        present = [c for c in self.crds if kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", c)]
+        present = [c for c in self.crds if c in crds_on_cluster(ctx, fresh=True)]
         return Outcome.WOULD_CHANGE if present else Outcome.OK
 
     def remove(self, ctx: Context) -> Outcome:
         if not ctx.option("purge"):
             return Outcome.SKIPPED
-        removed = [kube(ctx).delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", c) for c in self.crds]
+        removed = [kube(ctx).delete(*CRD_API, c) for c in self.crds]
+        ctx.forget("crd-list")
         return Outcome.CHANGED if any(removed) else Outcome.OK
 
 
@@ -534,15 +489,18 @@ def wait_for_crd(ctx: Context, api_version: str, kind: str) -> None:
     k = kind_of(api_version, kind)
     group = api_version.split("/")[0]
     crd = f"{k.plural}.{group}"
+    if readiness(crds_on_cluster(ctx).get(crd) or {"kind": "CustomResourceDefinition"})[0]:
+        return  # established in this run's listing: no read per custom resource
 
     def probe():
-        live = kube(ctx).get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
+        live = kube(ctx).get(*CRD_API, crd)
         if live is None:
             return False, f"{crd} not installed"
         ok, detail = readiness(live)
         return bool(ok), f"{crd} {detail}"
 
     wait_until(probe, timeout=ctx.wait_timeout(), what=f"CRD {crd}", reporter=ctx.reporter, interval=1.0)
+    ctx.forget("crd-list")
 
 
 # -- MinIO EventSources: listening or silently dead ------------------------------------------------

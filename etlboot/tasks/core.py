@@ -12,7 +12,7 @@ from invoke import Exit, task
 from .. import PROJECT_ROOT
 from .. import manifests as m
 from ..cli import COMMON_HELP, confirm, load_settings, make_context, run_mode
-from ..stack import STACKS, up_steps
+from ..stack import STACKS, down_steps, up_steps
 
 
 def _select(only: str):
@@ -48,7 +48,7 @@ def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, 
     if not dry_run:
         what = "everything the tool made, INCLUDING DATA" if purge else "what the tool made (data is kept)"
         confirm(f"Delete {what} in namespace {settings.namespace} on context {settings.kube_context}?", yes)
-    run_mode("down", up_steps, title="down", dry_run=dry_run, debug=debug, verbose=verbose, settings=settings,
+    run_mode("down", down_steps, title="down", dry_run=dry_run, debug=debug, verbose=verbose, settings=settings,
              purge=purge, purge_minikube=minikube)
 
 
