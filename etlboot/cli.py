@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Callable, Sequence
 
@@ -61,3 +62,23 @@ def confirm(question: str, yes: bool) -> None:
     answer = input(f"{question} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise Exit("aborted", code=1)
+
+
+def interruptible(body: Callable) -> Callable:
+    """Every task ends a failure with one line: Ctrl-C says "interrupted" and exits 130 (what shells expect
+    of SIGINT); a StepError raised outside the engine (the context guard, a port-forward that did not open)
+    is its message and hint, exit 1. The steps' own clean-up (port-forwards, temporary files) has run by then."""
+    @functools.wraps(body)
+    def task_body(*args, **kwargs):
+        from .engine import StepError
+
+        try:
+            return body(*args, **kwargs)
+        except KeyboardInterrupt:
+            Reporter().say("✗ interrupted", style="bold red")
+            raise Exit(code=130) from None
+        except StepError as exc:
+            Reporter().say(f"✗ {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), style="bold red")
+            raise Exit(code=1) from None
+
+    return task_body

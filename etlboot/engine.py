@@ -91,8 +91,9 @@ class Step:
     def apply(self, ctx: "Context", check: Check) -> None:
         raise NotImplementedError
 
-    def remove(self, ctx: "Context") -> Outcome:
-        """Delete what this step made. Returns CHANGED (removed), OK (nothing there) or SKIPPED."""
+    def remove(self, ctx: "Context") -> "Outcome | tuple[Outcome, str]":
+        """Delete what this step made. Returns CHANGED (removed), OK (nothing there) or SKIPPED, optionally
+        with a detail saying exactly what was deleted."""
         return Outcome.SKIPPED
 
     def remove_plan(self, ctx: "Context") -> Outcome:
@@ -319,7 +320,11 @@ class Runner:
             return Result(step.name, outcome, "would delete" if outcome is Outcome.WOULD_CHANGE else "nothing to delete"
                           if outcome is Outcome.OK else "kept")
         outcome = step.remove(self.ctx)
-        detail = {Outcome.CHANGED: "deleted", Outcome.OK: "nothing to delete", Outcome.SKIPPED: "kept"}.get(outcome, "")
+        detail = None
+        if isinstance(outcome, tuple):  # (outcome, what exactly was deleted)
+            outcome, detail = outcome
+        if detail is None:
+            detail = {Outcome.CHANGED: "deleted", Outcome.OK: "nothing to delete", Outcome.SKIPPED: "kept"}.get(outcome, "")
         return Result(step.name, outcome, detail)
 
     # -- shared -----------------------------------------------------------------------------

@@ -153,6 +153,16 @@ class Kube:
             raise
         return [with_kind(item, k) for item in result.get("items") or []]
 
+    def list_all(self, group: str, version: str, plural: str) -> list[dict]:
+        """Every object of a custom resource in every namespace (its CRD gives the path); [] if not served."""
+        try:
+            result = self._call("GET", f"/apis/{group}/{version}/{plural}")
+        except Exception as exc:
+            if self._missing(exc):
+                return []
+            raise
+        return list(result.get("items") or [])
+
     def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int | None = None) -> str:
         query = []
         if container:

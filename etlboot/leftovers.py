@@ -62,9 +62,7 @@ class LeftoversStep(Step):
             if self._removable(ctx, obj):
                 delete_and_wait(ctx, obj)
                 deleted.append(f"{obj['kind']}/{obj['metadata']['name']}")
-        if deleted:
-            ctx.reporter.say(f"  deleted {len(deleted)} leftover object(s): {', '.join(deleted)}")
-        return Outcome.CHANGED if deleted else Outcome.OK
+        return (Outcome.CHANGED, f"deleted {len(deleted)}: {', '.join(deleted)}") if deleted else Outcome.OK
 
 
 def claimed_by(steps: list[Step]) -> Callable[[Context], set[Ident]]:

@@ -8,7 +8,7 @@ from string import Template
 
 import yaml
 
-from . import PROJECT_ROOT, charts
+from . import PROJECT_ROOT
 
 MANIFESTS = PROJECT_ROOT / "manifests"
 CODE = PROJECT_ROOT / "code"
@@ -18,6 +18,7 @@ MINIO_SECRET = "minio-credentials"
 FTP_SECRET = "ftp-secret"
 WORKFLOW_SA = "argo-workflow"
 SENSOR_SA = "operate-workflow-sa"
+ARGO_UI_SA = "argo-ui"  # the UI login's own ServiceAccount (manifests/platform/ui-access.yaml)
 CODE_CONFIGMAP = "etl-code"
 FTP_EVENT_SERVER_CONFIGMAP = "ftp-event-server-code"
 IMAGE_NAME = "argo-etl"
@@ -73,7 +74,7 @@ def variables(settings) -> dict[str, str]:
         "EVENTBUS_NATS_VERSION": v["EVENTBUS_NATS_VERSION"],
         "EVENTBUS_REPLICAS": v["EVENTBUS_REPLICAS"],
         "EVENTBUS_STREAM_REPLICAS": "1" if int(v["EVENTBUS_REPLICAS"]) < 3 else "3",
-        "ARGO_SERVER_SA": charts.argo_server(settings),
+        "ARGO_UI_SA": ARGO_UI_SA,
     }
 
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from .engine import StepError
-from . import shell
+from . import children, shell
 
 FORWARDING = re.compile(r"Forwarding from (?:127\.0\.0\.1|\[::1\]|localhost):(\d+) ->")
 
@@ -35,11 +35,14 @@ class PortForward:
         return f"127.0.0.1:{self.local_port}"
 
     def start(self) -> "PortForward":
+        from .steps import check_kube_context
+
+        check_kube_context(self.settings)
         kubectl = shell.require("kubectl", self.settings)
         local = str(self.local_port) if self.local_port else ""
         argv = [kubectl, "--context", self.settings.kube_context, "-n", self.settings.namespace, "port-forward",
                 "--address", self.address, self.target, f"{local}:{self.remote_port}"]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = children.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.timeout
         selector = selectors.DefaultSelector()
         selector.register(self.process.stdout, selectors.EVENT_READ)

@@ -81,13 +81,15 @@ def check_nats_version(ctx: Context, eventbus: dict) -> None:
                         f"(it lists: {', '.join(versions) or 'none'})", hint="pick one of those versions in .env")
 
 
+def gate_steps(ctx: Context) -> list[Step]:
+    """The tools, the cluster and the context guard: first in every run, whatever `--only` says."""
+    return [ToolsStep(_tools), MinikubeStep(), KubeContextStep()]
+
+
 def platform_steps(ctx: Context) -> list[Step]:
     s = ctx.settings
     variables = m.variables(s)
     steps: list[Step] = [
-        ToolsStep(_tools),
-        MinikubeStep(),
-        KubeContextStep(),
         ObjectStep("platform/namespace", lambda c: {"apiVersion": "v1", "kind": "Namespace",
                                                     "metadata": {"name": c.settings.namespace}},
                    keep_unless_purge=True),
@@ -109,8 +111,7 @@ def platform_steps(ctx: Context) -> list[Step]:
         if kind in ("ServiceAccount", "Role", "RoleBinding"):
             steps.append(_doc_step("rbac", d))
     steps.append(_doc_step("argo-events", doc("EventBus", "default"), before_apply=check_nats_version))
-    token = doc("Secret", f"{variables['ARGO_SERVER_SA']}.service-account-token")
-    steps.append(_doc_step("argo-workflows", token))
+    steps.append(_doc_step("argo-workflows", doc("Secret", f"{m.ARGO_UI_SA}.service-account-token")))
     steps.append(ObjectStep(f"minio/secret/{m.MINIO_SECRET}",
                             lambda c: secret_object(m.MINIO_SECRET, {"root-user": c.settings.minio_root_user,
                                                                       "root-password": c.settings.minio_root_password})))
@@ -147,7 +148,12 @@ def ftp_steps(ctx: Context) -> list[Step]:
 
 
 def up_steps(ctx: Context) -> list[Step]:
-    return platform_steps(ctx) + pipeline_steps(ctx) + ftp_steps(ctx)
+    return gate_steps(ctx) + platform_steps(ctx) + pipeline_steps(ctx) + ftp_steps(ctx)
+
+
+def part_steps(parts: list[str]) -> Callable[[Context], list[Step]]:
+    """`--only`: the gates, then the named parts in the order given."""
+    return lambda ctx: gate_steps(ctx) + [step for part in parts for step in STACKS[part](ctx)]
 
 
 def down_steps(ctx: Context) -> list[Step]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from . import MANAGER
+from . import MANAGED_BY_LABEL, MANAGER
 from .engine import Check, Context, Outcome, State, Step, StepError, wait_until
 from .kube import (KINDS, Kube, extra_keys, is_managed, is_terminating, kubeconfig_path, kind_of, sort_for_apply,
                    subset_diff, with_identity)
@@ -18,8 +18,13 @@ from . import shell
 
 
 def kube(ctx: Context) -> Kube:
-    return ctx.cached("kube", lambda: Kube.from_context(ctx.settings.kube_context,
-                                                         ctx.settings.request_timeout_seconds))
+    """The run's client for KUBE_CONTEXT, opened only after the context guard passed: every task that talks
+    to a cluster through it (any `--only`, demo, examples, ui, aws) refuses the same way `up` does."""
+    def connect() -> Kube:
+        check_kube_context(ctx.settings)
+        return Kube.from_context(ctx.settings.kube_context, ctx.settings.request_timeout_seconds)
+
+    return ctx.cached("kube", connect)
 
 
 # -- readiness per kind ---------------------------------------------------------------------------
@@ -54,6 +59,10 @@ def readiness(obj: dict) -> tuple[bool | None, str]:
         bad = sorted(t for t, s in conditions.items() if s != "True")
         return not bad, "ready" if not bad else f"not ready: {', '.join(bad)}"
     return None, ""
+
+
+#: on an object `up --adopt` took over: it was there before the tool
+ADOPTED = f"{MANAGER}/adopted"
 
 
 # -- a Kubernetes object --------------------------------------------------------------------------
@@ -91,7 +100,15 @@ class ObjectStep(Step):
         if is_terminating(live):
             return Check(State.DRIFTED, diff=["being deleted: made again once it is gone"], healthy=False,
                          detail="terminating", live=live)
-        diff = subset_diff(desired, live)
+        if not is_managed(live):
+            adopting = self._adoption(ctx, live, desired)
+        elif (live["metadata"].get("annotations") or {}).get(ADOPTED):
+            # keep the mark through later applies: `down` must still know we did not create it
+            desired["metadata"].setdefault("annotations", {})[ADOPTED] = live["metadata"]["annotations"][ADOPTED]
+            adopting = []
+        else:
+            adopting = []
+        diff = adopting + subset_diff(desired, live)
         diff += [f".{field}.{key} (not ours)" for field, keys in extra_keys(desired, live).items() for key in keys]
         state = State.DRIFTED if diff else State.PRESENT
         healthy, detail = readiness(live) if self.wait_ready else (None, "")
@@ -100,9 +117,21 @@ class ObjectStep(Step):
             if extra is not None:
                 healthy = extra if healthy is None else (healthy and extra)
                 detail = "; ".join(d for d in (detail, extra_detail) if d)
-        if state is State.PRESENT and not is_managed(live):
-            detail = (detail + "; " if detail else "") + "exists but not labelled as ours"
+        if ctx.option("adopt") and f"adopted:{self.name}" in ctx._cache:
+            detail = "; ".join(d for d in (f"adopted with --adopt: it was there before the tool", detail) if d)
         return Check(state, diff=diff, healthy=healthy, detail=detail, live=live)
+
+    def _adoption(self, ctx: Context, live: dict, desired: dict) -> list[str]:
+        """An object with our name that we did not make: refused, unless `up --adopt` takes it over on purpose."""
+        meta = live["metadata"]
+        what = f"{live.get('kind')} {(meta.get('namespace') + '/') if meta.get('namespace') else ''}{meta['name']}"
+        if not ctx.option("adopt"):
+            raise StepError(f"{what} exists and was not made by this tool (no label {MANAGED_BY_LABEL}={MANAGER}): "
+                            "refusing to overwrite it",
+                            hint="give ours another name in .env (NAMESPACE, release names), or run `up --adopt` "
+                                 "to take it over on purpose")
+        desired["metadata"].setdefault("annotations", {})[ADOPTED] = "true"
+        return [f"adopting {what} (--adopt)"]
 
     def apply(self, ctx: Context, check: Check) -> None:
         desired = self.desired(ctx)
@@ -115,6 +144,8 @@ class ObjectStep(Step):
         if self.before_apply:
             self.before_apply(ctx, desired)
         kube(ctx).apply(desired)
+        if any(d.startswith("adopting ") for d in check.diff):
+            ctx.cached(f"adopted:{self.name}", lambda: True)  # the line of this step says so
         extra = extra_keys(desired, check.live) if check.live else {}
         if extra:
             # server-side apply keeps fields another manager set (`kubectl edit`): remove them explicitly
@@ -133,16 +164,22 @@ class ObjectStep(Step):
         live, ours = self._ours(ctx)
         if live is None:
             return Outcome.OK
-        return Outcome.WOULD_CHANGE if ours and self._removal_allowed(ctx) else Outcome.SKIPPED
+        removable = ours and self._removal_allowed(ctx) and not self._adopted_namespace(live)
+        return Outcome.WOULD_CHANGE if removable else Outcome.SKIPPED
 
     def remove(self, ctx: Context) -> Outcome:
         live, ours = self._ours(ctx)
         if live is None:
             return Outcome.OK
-        if not ours or not self._removal_allowed(ctx):
+        if not ours or not self._removal_allowed(ctx) or self._adopted_namespace(live):
             return Outcome.SKIPPED
         delete_and_wait(ctx, live)
         return Outcome.CHANGED
+
+    @staticmethod
+    def _adopted_namespace(live: dict) -> bool:
+        # a namespace the tool did not create holds more than what it made: never deleted
+        return live.get("kind") == "Namespace" and bool((live["metadata"].get("annotations") or {}).get(ADOPTED))
 
 
 def _waits_for_finalizers(obj: dict) -> bool:
@@ -253,23 +290,53 @@ class KubeContextStep(Step):
         self.title = "kubectl's current context is KUBE_CONTEXT"
 
     def check(self, ctx: Context) -> Check:
-        from kubernetes import config
-        from kubernetes.config.config_exception import ConfigException
+        return Check(State.PRESENT, detail=check_kube_context(ctx.settings))
 
-        wanted = ctx.settings.kube_context
-        try:
-            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig_path())
-        except (ConfigException, FileNotFoundError) as exc:
-            raise StepError(f"no usable kubeconfig: {exc}", hint="start the cluster, or set KUBECONFIG") from None
-        names = [c["name"] for c in contexts]
-        if wanted not in names:
-            raise StepError(f"kube context {wanted!r} does not exist (have: {', '.join(names) or 'none'})",
-                            hint="set KUBE_CONTEXT in .env")
-        current = active.get("name") if active else None
-        if current != wanted:
-            raise StepError(f"current kube context is {current!r}, but KUBE_CONTEXT is {wanted!r}: refusing to act",
-                            hint=f"`kubectl config use-context {wanted}`, or set KUBE_CONTEXT={current}")
-        return Check(State.PRESENT, detail=wanted)
+
+def check_kube_context(settings) -> str:
+    """KUBE_CONTEXT exists, and kubectl's current context is it (or unset): else refuse, before any request.
+
+    The tool always addresses KUBE_CONTEXT explicitly; the guard is there so that the hints it prints
+    (`kubectl describe …`) and the user's own kubectl do not land on another cluster.
+    """
+    import yaml
+
+    wanted = settings.kube_context
+    path = kubeconfig_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            kubeconfig = yaml.safe_load(handle) or {}
+        if not isinstance(kubeconfig, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise StepError(f"no usable kubeconfig at {path}: {exc}", hint="start the cluster, or set KUBECONFIG") from None
+    names = [c.get("name") for c in kubeconfig.get("contexts") or [] if isinstance(c, dict)]
+    if wanted not in names:
+        raise StepError(f"kube context {wanted!r} does not exist (have: {', '.join(map(str, names)) or 'none'})",
+                        hint="set KUBE_CONTEXT in .env")
+    _refuse_other_current(wanted, kubeconfig)
+    return wanted
+
+
+def _refuse_other_current(wanted: str, kubeconfig: dict) -> None:
+    # unset after `minikube start --keep-context` on a machine that had no context: nothing to confuse
+    current = kubeconfig.get("current-context") or None
+    if current not in (wanted, None):
+        raise StepError(f"current kube context is {current!r}, but KUBE_CONTEXT is {wanted!r}: refusing to act",
+                        hint=f"`kubectl config use-context {wanted}`, or set KUBE_CONTEXT={current}")
+
+
+def check_current_context(settings) -> None:
+    """Before KUBE_CONTEXT exists (minikube not started yet): refuse if kubectl points at another cluster."""
+    import yaml
+
+    try:
+        with open(kubeconfig_path(), encoding="utf-8") as handle:
+            kubeconfig = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError):
+        return  # no kubeconfig yet: minikube writes one
+    if isinstance(kubeconfig, dict):
+        _refuse_other_current(settings.kube_context, kubeconfig)
 
 
 # -- minikube -------------------------------------------------------------------------------------
@@ -335,10 +402,12 @@ class MinikubeStep(Step):
 
     def apply(self, ctx: Context, check: Check) -> None:
         s = ctx.settings
-        args = ["start", "-p", s.minikube_profile, "--driver", s.minikube_driver, "--cpus", str(s.minikube_cpus),
-                "--memory", str(s.minikube_memory_mb)]
+        # --keep-context: the user's current context stays as it is; the tool addresses its own explicitly
+        args = ["start", "-p", s.minikube_profile, "--keep-context", "--driver", s.minikube_driver,
+                "--cpus", str(s.minikube_cpus), "--memory", str(s.minikube_memory_mb)]
         if s.minikube_kubernetes_version:
             args += ["--kubernetes-version", s.minikube_kubernetes_version]
+        check_current_context(s)  # a fresh profile is started only when no other cluster is current
         with ctx.reporter.waiting(f"minikube start -p {s.minikube_profile}"):
             shell.run("minikube", s, *args, timeout=ctx.wait_timeout(self) + 600)
 
@@ -432,18 +501,45 @@ class CrdsStep(Step):
         raise StepError(f"CRDs missing after the chart install: {'; '.join(check.diff)}",
                         hint="the chart installs them (crds.install=true); check `helm status`")
 
+    def _present(self, ctx: Context) -> list[dict]:
+        live = crds_on_cluster(ctx, fresh=True)
+        return [live[c] for c in self.crds if c in live]
+
+    def _refuse_if_used_elsewhere(self, ctx: Context, present: list[dict]) -> None:
+        """Deleting a CRD deletes every object of its kind, in every namespace: not while others have some."""
+        ours = ctx.settings.namespace
+        elsewhere = []
+        for crd in present:
+            spec = crd.get("spec") or {}
+            version = next((v["name"] for v in spec.get("versions") or [] if v.get("served")), None)
+            if not version:
+                continue
+            kind = (spec.get("names") or {}).get("kind", crd["metadata"]["name"])
+            for obj in kube(ctx).list_all(spec.get("group", ""), version, spec["names"]["plural"]):
+                namespace = obj["metadata"].get("namespace")
+                if namespace != ours:
+                    elsewhere.append(f"{kind} {(namespace + '/') if namespace else ''}{obj['metadata']['name']}")
+        if elsewhere:
+            shown = ", ".join(elsewhere[:5]) + (f" and {len(elsewhere) - 5} more" if len(elsewhere) > 5 else "")
+            raise StepError(f"refusing to delete the CRDs: {len(elsewhere)} object(s) of them live outside "
+                            f"namespace {ours}: {shown}",
+                            hint="they belong to someone else: keep the CRDs (`down` without --purge keeps them)")
+
     def remove_plan(self, ctx: Context) -> Outcome:
         if not ctx.option("purge"):
             return Outcome.SKIPPED
-        present = [c for c in self.crds if c in crds_on_cluster(ctx, fresh=True)]
+        present = self._present(ctx)
+        self._refuse_if_used_elsewhere(ctx, present)
         return Outcome.WOULD_CHANGE if present else Outcome.OK
 
-    def remove(self, ctx: Context) -> Outcome:
+    def remove(self, ctx: Context) -> tuple[Outcome, str] | Outcome:
         if not ctx.option("purge"):
             return Outcome.SKIPPED
-        removed = [kube(ctx).delete(*CRD_API, c) for c in self.crds]
+        present = self._present(ctx)
+        self._refuse_if_used_elsewhere(ctx, present)
+        removed = [c["metadata"]["name"] for c in present if kube(ctx).delete(*CRD_API, c["metadata"]["name"])]
         ctx.forget("crd-list")
-        return Outcome.CHANGED if any(removed) else Outcome.OK
+        return (Outcome.CHANGED, f"deleted {', '.join(removed)}") if removed else Outcome.OK
 
 
 # -- MinIO buckets --------------------------------------------------------------------------------

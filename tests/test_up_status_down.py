@@ -152,7 +152,7 @@ def test_no_secret_in_any_output(world):
     outputs.append(world.run("status", only="platform", debug=True)[1])
     text = "\n".join(outputs)
     secrets = world.settings_secrets()
-    token = world.emu.get("Secret", "argo-workflows-server.service-account-token", "argo-etl")
+    token = world.emu.get("Secret", "argo-ui.service-account-token", "argo-etl")
     assert secrets and all(len(s) >= 24 for s in secrets)
     for secret in secrets:
         assert secret not in text
@@ -229,7 +229,7 @@ def test_ui_prints_addresses_and_only_with_show_token_the_token(world, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(core, "time", SimpleNamespace(sleep=interrupt))  # Ctrl-C at the first wait
-    token_b64 = world.emu.get("Secret", "argo-workflows-server.service-account-token", "argo-etl")["data"]["token"]
+    token_b64 = world.emu.get("Secret", "argo-ui.service-account-token", "argo-etl")["data"]["token"]
     token = base64.b64decode(token_b64).decode()
     code, out = world.run("ui", argo_port=0, minio_port=0)
     assert code == 0, out

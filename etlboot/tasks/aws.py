@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from ..cli import COMMON_HELP, confirm, load_settings, run_mode
+from ..cli import COMMON_HELP, confirm, interruptible, load_settings, run_mode
 
 
 def _steps():
@@ -20,6 +20,7 @@ def _steps():
 @task(help={**COMMON_HELP,
             "dry_run": "print the plan (the AWS and Kubernetes calls it would make); change nothing",
             "rotate_keys": "replace both access keys: create new -> update the Secret -> delete old"})
+@interruptible
 def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
     """Create (idempotently) the S3 bucket, SNS topic, IAM users/keys, Secrets, SNS EventSource, Sensor, notification."""
     from aws.plan import format_plan
@@ -34,6 +35,7 @@ def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
 
 
 @task(help={"debug": COMMON_HELP["debug"]})
+@interruptible
 def status(c, debug=False):
     """Check every AWS step (present / drifted / missing) and the SNS subscription's state. Changes nothing."""
     run_mode("status", _steps().status_steps, title="aws.status", debug=debug)
@@ -41,6 +43,7 @@ def status(c, debug=False):
 
 @task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "delete_bucket": "also empty and delete the bucket (only if this tool created it)"})
+@interruptible
 def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verbose=False):
     """Remove what aws.setup made (only what carries its tag), in reverse order; the bucket's data stays."""
     settings = load_settings()

@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 from invoke import Exit, task
 
-from .. import PROJECT_ROOT
+from .. import PROJECT_ROOT, charts
 from .. import manifests as m
-from ..cli import COMMON_HELP, confirm, load_settings, make_context, run_mode
-from ..stack import STACKS, down_steps, up_steps
+from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context, run_mode
+from ..stack import STACKS, down_steps, part_steps, up_steps
 
 
 def _select(only: str):
@@ -22,27 +22,32 @@ def _select(only: str):
     unknown = [n for n in names if n not in STACKS]
     if unknown:
         raise Exit(f"unknown --only {', '.join(unknown)} (choose from {', '.join(STACKS)})", code=2)
-    return lambda ctx: [step for n in names for step in STACKS[n](ctx)]
+    return part_steps(names)
 
 
-@task(help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)"})
-def up(c, dry_run=False, debug=False, verbose=False, only=""):
+@task(help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)",
+            "adopt": "take over objects with our names that the tool did not make (reported per object)"})
+@interruptible
+def up(c, dry_run=False, debug=False, verbose=False, only="", adopt=False):
     """Stand up the whole stack (idempotent): minikube, Argo Events/Workflows, MinIO, the pipelines."""
-    run_mode("up", _select(only), title="up", dry_run=dry_run, debug=debug, verbose=verbose)
+    run_mode("up", _select(only), title="up", dry_run=dry_run, debug=debug, verbose=verbose, adopt=adopt,
+             settings=load_settings(generate=not dry_run))
 
 
 @task(help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp"})
+@interruptible
 def status(c, debug=False, only=""):
     """Check every step: present / drifted / missing, healthy or not. Changes nothing."""
-    run_mode("status", _select(only), title="status", debug=debug)
+    run_mode("status", _select(only), title="status", debug=debug, settings=load_settings(generate=False))
 
 
 @task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "purge": "also delete data (MinIO volume), the namespace and the Argo CRDs",
             "minikube": "with --purge: also delete the minikube profile"})
+@interruptible
 def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, verbose=False):
     """Remove what `up` made (only objects carrying the tool's label), in reverse order."""
-    settings = load_settings()
+    settings = load_settings(generate=False)  # deleting needs no secret: a refused down writes nothing
     if minikube and not purge:
         raise Exit("--minikube only goes with --purge", code=2)
     if not dry_run:
@@ -54,21 +59,22 @@ def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, 
 
 @task(help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
             "argo_port": "local port for the Argo UI", "minio_port": "local port for the MinIO console"})
+@interruptible
 def ui(c, show_token=False, argo_port=2746, minio_port=9001):
     """Print the Argo UI and MinIO console addresses and forward their ports until Ctrl-C."""
     from ..portforward import PortForward
     from ..steps import kube
 
-    settings = load_settings()
+    settings = load_settings(generate=False)
     ctx = make_context(settings)
-    server_sa = m.variables(settings)["ARGO_SERVER_SA"]
     if show_token:
-        secret = kube(ctx).get("v1", "Secret", f"{server_sa}.service-account-token", settings.namespace)
+        # the UI login's own ServiceAccount: it reads and submits workflows in our namespace, nothing more
+        secret = kube(ctx).get("v1", "Secret", f"{m.ARGO_UI_SA}.service-account-token", settings.namespace)
         token = ((secret or {}).get("data") or {}).get("token")
         if not token:
             raise Exit("the Argo server token is not there (yet): run `invoke up`", code=1)
         print(f"Bearer {base64.b64decode(token).decode()}")  # deliberately not redacted: asked for
-    forwards = [PortForward(settings, f"svc/{server_sa}", 2746, argo_port),
+    forwards = [PortForward(settings, f"svc/{charts.argo_server(settings)}", 2746, argo_port),
                 PortForward(settings, "svc/minio", 9001, minio_port)]
     try:
         for forward in forwards:
@@ -90,7 +96,7 @@ def ui(c, show_token=False, argo_port=2746, minio_port=9001):
 @task(help={"out": "directory for the rendered YAML (default build/manifests)"})
 def render(c, out="build/manifests"):
     """Write the rendered manifests (no Secrets) for reading or `kubectl apply -f`."""
-    settings = load_settings()
+    settings = load_settings(generate=False)  # render writes no Secrets: it needs none generated
     values = m.variables(settings)
     target = PROJECT_ROOT / out if not Path(out).is_absolute() else Path(out)
     count = 0

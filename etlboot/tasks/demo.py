@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from invoke import Collection, Exit, task
 
-from ..cli import COMMON_HELP, load_settings, make_context
+from ..cli import COMMON_HELP, interruptible, load_settings, make_context
 
 TARGETS = ("minio", "aws", "ftp")
 HELP = {
@@ -48,6 +48,7 @@ def _guard(ctx, body):
 
 
 @task(help=HELP)
+@interruptible
 def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, no_follow=False, debug=False):
     """Upload sample CSVs, follow the workflows they trigger (live tree), and end with a verdict."""
     from .. import demo
@@ -90,6 +91,7 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
 
 
 @task(help={k: HELP[k] for k in ("dataset", "file", "debug")})
+@interruptible
 def verify(c, dataset="single", file="", debug=False):
     """Check the outputs: each Parquet has exactly the input's good rows; the day's top scorer is right."""
     from .. import demo

@@ -10,7 +10,7 @@ from invoke import Collection, Exit, task
 from rich.table import Table
 
 from .. import examples as ex
-from ..cli import COMMON_HELP, confirm, load_settings, make_context
+from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context
 from ..engine import Context, Outcome, Result, Runner, StepError, exit_code
 from ..errors import explain
 from ..portforward import PortForward
@@ -95,6 +95,7 @@ def _run_all(timeout: int, logs: bool, debug: bool) -> list[ex.RunResult]:
 
 
 @task(name="run", positional=["name"], iterable=["parameters"], help=RUN_HELP)
+@interruptible
 def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
     """Submit one example workflow, follow it as a live tree, and check what it should show."""
     if name.startswith("-"):
@@ -121,6 +122,7 @@ def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
 
 
 @task(name="all", help={k: v for k, v in RUN_HELP.items() if k in ("logs", "timeout", "debug")})
+@interruptible
 def run_all(c, logs=False, timeout=0, debug=False):
     """Run every example in tutorial order and print a summary table (exit 1 if any check failed)."""
     _run_all(timeout, logs, debug)
@@ -129,6 +131,7 @@ def run_all(c, logs=False, timeout=0, debug=False):
 @task(help={"message": "the text to post (default: a fresh, recognisable one)",
             "timeout": "seconds to wait for the Sensor's log line (default: WAIT_TIMEOUT_SECONDS)",
             **COMMON_HELP})
+@interruptible
 def webhook(c, message="", timeout=0, dry_run=False, debug=False, verbose=False):
     """The tutorial's webhook EventSource + log Sensor: apply them, POST a JSON message, find it in the Sensor log."""
     settings = load_settings()
@@ -167,6 +170,7 @@ def _post_and_confirm(ctx: Context, message: str, timeout: float) -> Result:
 
 
 @task(help={"yes": "do not ask for confirmation", "dry_run": COMMON_HELP["dry_run"], "debug": COMMON_HELP["debug"]})
+@interruptible
 def clean(c, yes=False, dry_run=False, debug=False):
     """Delete what the examples made: their Workflows, CronWorkflow, WorkflowTemplate, the webhook and Sensor."""
     settings = load_settings()
