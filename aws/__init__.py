@@ -12,7 +12,9 @@ Small modules, one per concern:
 - ``demo``     ``demo.upload --target aws``.
 
 Everything created carries the tag ``managed-by=argo-etl-bootstrap`` (the bucket notification entry
-is ours by its Id); teardown deletes only what carries it.
+is ours by its Id, the topic policy statement by its Sid, the inline user policy by its name; an access
+key, which cannot be tagged, by a tag on its user named after the key id). Teardown deletes only those;
+a user that also holds something else (another key, a policy, a group) is kept, without our tag.
 """
 
 from etlboot import MANAGER

@@ -5,8 +5,10 @@ Access key ids are handled here but never put into a message: messages name the 
 
 from __future__ import annotations
 
+from etlboot.engine import StepError
+
 from . import policies
-from .clients import absent, call
+from .clients import absent, aws_error, call, error_code
 
 
 def get_user(iam, name: str) -> dict | None:
@@ -61,22 +63,65 @@ def untag_user(iam, name: str, keys: list[str]) -> None:
         call(f"untag IAM user {name}", iam.untag_user, UserName=name, TagKeys=keys)
 
 
+def delete_user_policy(iam, name: str, policy_name: str) -> None:
+    absent(f"delete inline policy {policy_name} of IAM user {name}", {"NoSuchEntity"}, iam.delete_user_policy,
+           UserName=name, PolicyName=policy_name)
+
+
+# -- what else a user holds (teardown keeps a user that holds anything it did not make) -------------
+
+def _paged(doing: str, iam, operation: str, result_key: str, name: str) -> list:
+    paginator = iam.get_paginator(operation)
+    pages = call(doing, lambda: list(paginator.paginate(UserName=name)))
+    return [item for page in pages for item in page.get(result_key) or []]
+
+
+def inline_policy_names(iam, name: str) -> list[str]:
+    return _paged(f"list inline policies of IAM user {name}", iam, "list_user_policies", "PolicyNames", name)
+
+
+def attached_policy_names(iam, name: str) -> list[str]:
+    return [p["PolicyName"] for p in _paged(f"list attached policies of IAM user {name}", iam,
+                                            "list_attached_user_policies", "AttachedPolicies", name)]
+
+
+def group_names(iam, name: str) -> list[str]:
+    return [g["GroupName"] for g in _paged(f"list groups of IAM user {name}", iam, "list_groups_for_user",
+                                           "Groups", name)]
+
+
+def has_login_profile(iam, name: str) -> bool:
+    """A console password (GetLoginProfile answers NoSuchEntity when there is none)."""
+    return absent(f"look up the console password of IAM user {name}", {"NoSuchEntity"}, iam.get_login_profile,
+                  UserName=name) is not None
+
+
+def mfa_devices(iam, name: str) -> list[dict]:
+    return _paged(f"list MFA devices of IAM user {name}", iam, "list_mfa_devices", "MFADevices", name)
+
+
+def ssh_public_keys(iam, name: str) -> list[dict]:
+    return _paged(f"list SSH public keys of IAM user {name}", iam, "list_ssh_public_keys", "SSHPublicKeys", name)
+
+
+def signing_certificates(iam, name: str) -> list[dict]:
+    return _paged(f"list signing certificates of IAM user {name}", iam, "list_signing_certificates",
+                  "Certificates", name)
+
+
+class UserNotEmpty(StepError):
+    """IAM refused DeleteUser because the user still holds something (DeleteConflict)."""
+
+
 def delete_user(iam, name: str) -> None:
-    """Delete the user after what IAM requires gone first: inline and attached policies, group
-    memberships and access keys. Anything else someone added (console password, MFA, ...) makes
-    IAM refuse with DeleteConflict, reported as is."""
-    for policy_name in call(f"list inline policies of IAM user {name}", iam.list_user_policies,
-                            UserName=name).get("PolicyNames") or []:
-        call(f"delete inline policy of IAM user {name}", iam.delete_user_policy, UserName=name,
-             PolicyName=policy_name)
-    for attached in call(f"list attached policies of IAM user {name}", iam.list_attached_user_policies,
-                         UserName=name).get("AttachedPolicies") or []:
-        call(f"detach a policy from IAM user {name}", iam.detach_user_policy, UserName=name,
-             PolicyArn=attached["PolicyArn"])
-    for group in call(f"list groups of IAM user {name}", iam.list_groups_for_user,
-                      UserName=name).get("Groups") or []:
-        call(f"remove IAM user {name} from a group", iam.remove_user_from_group, UserName=name,
-             GroupName=group["GroupName"])
-    for key in access_keys(iam, name):
-        delete_access_key(iam, name, key["AccessKeyId"])
-    absent(f"delete IAM user {name}", {"NoSuchEntity"}, iam.delete_user, UserName=name)
+    """Only the DeleteUser call: the caller removed what it made; whatever else is on the user makes IAM
+    refuse (DeleteConflict), and the user is then kept, never emptied by force."""
+    try:
+        iam.delete_user(UserName=name)
+    except Exception as exc:  # noqa: BLE001
+        code = error_code(exc)
+        if code == "NoSuchEntity":
+            return
+        if code == "DeleteConflict":
+            raise UserNotEmpty(str(aws_error(exc, f"delete IAM user {name}"))) from None
+        raise aws_error(exc, f"delete IAM user {name}") from None

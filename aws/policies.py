@@ -6,7 +6,8 @@
 - The SNS EventSource's IAM user gets an identity policy with exactly the three calls the Argo Events
   SNS source makes (Subscribe, ConfirmSubscription, Unsubscribe) on this topic. The tutorial's "inline
   policy" carried a `Principal`, which an identity policy must not have (IAM rejects it).
-- The ETL job's IAM user may list and read `input/` and write `output/` of this bucket, nothing else.
+- The ETL job's IAM user may list and read `input/` and write and delete in `output/` of this bucket,
+  nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ def s3_user_policy(bucket: str, partition: str = "aws") -> dict:
                 "Sid": "WriteOutput",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": f"{arn}/{OUTPUT_PREFIX}*",
+            },
+            {
+                # s3_etl.py deletes a stale output/<name>.rejects.csv when a fixed file is uploaded again;
+                # input/ stays undeletable for the job
+                "Sid": "DeleteOutput",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject"],
                 "Resource": f"{arn}/{OUTPUT_PREFIX}*",
             },
         ],

@@ -21,6 +21,13 @@ class BucketState:
     tags: dict | None = None
 
 
+FOREIGN_BUCKET_HINT = "bucket names are global: pick another AWS_BUCKET, or use credentials of the bucket's account"
+
+
+class ForeignBucket(StepError):
+    """The bucket exists but belongs to another account (or these credentials may not reach it)."""
+
+
 def head_bucket(s3, bucket: str, account: str) -> BucketState:
     """Whether the bucket exists and is this account's; a clear error when it is someone else's."""
     try:
@@ -30,13 +37,23 @@ def head_bucket(s3, bucket: str, account: str) -> BucketState:
         if code in ("404", "NoSuchBucket", "NotFound"):
             return BucketState(False)
         if code in ("403", "AccessDenied", "Forbidden"):
-            raise StepError(f"S3 bucket {bucket} exists but is not reachable with these credentials "
-                            "(owned by another account, or access denied)",
-                            hint="bucket names are global: pick another AWS_BUCKET, or use credentials of "
-                                 "the bucket's account") from None
+            raise ForeignBucket(f"S3 bucket {bucket} exists but is not reachable with these credentials "
+                                "(owned by another account, or access denied)", hint=FOREIGN_BUCKET_HINT) from None
         raise call_error(exc, f"look up S3 bucket {bucket}")
     headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
     return BucketState(True, region=headers.get("x-amz-bucket-region") or answer.get("BucketRegion"))
+
+
+def bucket_listed(s3, bucket: str) -> bool | None:
+    """Whether this account's bucket list holds the bucket (None: not allowed to list).
+
+    HeadBucket's ExpectedBucketOwner already refuses another account's bucket on AWS; this second look
+    also catches S3-compatible endpoints that ignore that header."""
+    answer = absent(f"list the S3 buckets of this account named {bucket}", {"AccessDenied", "403"},
+                    s3.list_buckets, Prefix=bucket)
+    if answer is None:
+        return None
+    return any(b.get("Name") == bucket for b in answer.get("Buckets") or [])
 
 
 def call_error(exc: BaseException, doing: str) -> StepError:
@@ -119,11 +136,16 @@ def put_notification(s3, bucket: str, configuration: dict) -> None:
         raise error from None
 
 
+OUR_EVENTS = ("s3:ObjectCreated:*",)
+
+
 def our_entry(topic: str, prefix: str, suffix: str) -> dict:
     return {
         "Id": NOTIFICATION_ID,
         "TopicArn": topic,
-        "Events": ["s3:ObjectCreated:Put"],
+        # every way an object is created: Put, Post, Copy and CompleteMultipartUpload (what `aws s3 cp` and
+        # boto3 use above their multipart threshold) each have their own event name
+        "Events": list(OUR_EVENTS),
         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix},
                                            {"Name": "suffix", "Value": suffix}]}},
     }
@@ -167,3 +189,46 @@ def remove_notification(configuration: dict) -> tuple[dict, bool]:
     else:
         merged.pop("TopicConfigurations", None)
     return merged, True
+
+
+# -- overlap: S3 refuses a configuration in which two entries could fire for the same object and event --
+
+def _rules(entry: dict) -> dict[str, str]:
+    rules = ((entry.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
+    return {str(r.get("Name") or "").lower(): str(r.get("Value") or "") for r in rules}
+
+
+def _events_overlap(a: str, b: str) -> bool:
+    # "s3:ObjectCreated:*" covers every "s3:ObjectCreated:<kind>"
+    if a == b:
+        return True
+    for wide, narrow in ((a, b), (b, a)):
+        if wide.endswith(":*") and narrow.startswith(wide[:-1]):
+            return True
+    return False
+
+
+def entries_overlap(a: dict, b: dict) -> bool:
+    """True when S3 would reject both in one configuration: a common event type, and a key that could
+    match both filters (one prefix starts the other, and one suffix ends the other; none = every key)."""
+    if not any(_events_overlap(x, y) for x in a.get("Events") or [] for y in b.get("Events") or []):
+        return False
+    ra, rb = _rules(a), _rules(b)
+    pa, pb = ra.get("prefix", ""), rb.get("prefix", "")
+    sa, sb = ra.get("suffix", ""), rb.get("suffix", "")
+    return (pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa))
+
+
+def overlapping_entries(configuration: dict, entry: dict) -> list[str]:
+    """Ids (or destinations) of the other entries that overlap ours; ours (same Id) is replaced, not kept."""
+    found = []
+    for kind in NOTIFICATION_KINDS:
+        if kind == "EventBridgeConfiguration":
+            continue
+        for other in configuration.get(kind) or []:
+            if other.get("Id") == entry["Id"]:
+                continue
+            if entries_overlap(entry, other):
+                found.append(other.get("Id") or other.get("TopicArn") or other.get("QueueArn")
+                             or other.get("LambdaFunctionArn") or "?")
+    return found

@@ -2,7 +2,10 @@
 
 Each AWS step's `check` reads (only reads) and returns the calls it intends (`aws.plan`): a dry run
 prints them, a run executes exactly them, and the runner checks again until the step converged.
-`remove` deletes only what carries our tag (the notification entry: only ours, by its Id).
+Before the first of them, `PreconditionsStep` asks every step what it can already tell is in the way
+(`preconditions`), so setup fails whole or starts; it never stops half-way for a reason it could read.
+`remove` deletes only what carries our tag (the notification entry: only ours, by its Id; keys: those
+marked when created; a user only when nothing else is left on it).
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ def _planned(state: State, plan: Plan, detail: str = "", healthy: bool | None = 
 class AwsStep(Step):
     poll_interval = 1.0
 
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        """What is in the way of this step and can be read before anything is written (read-only)."""
+        return []
+
     def apply(self, ctx: Context, check: Check) -> None:
         plan_of(check).execute()
 
@@ -168,14 +175,43 @@ class ClusterReadyStep(Step):
 
 # -- S3 bucket ------------------------------------------------------------------------------------
 
+def bucket_problems(ctx: Context) -> tuple[s3_api.BucketState | None, list[StepError]]:
+    """The bucket's state, and why it cannot be used: another account's, or in another region."""
+    n, s3 = names(ctx), aws(ctx).s3
+    try:
+        state = s3_api.head_bucket(s3, n.bucket, n.account)
+    except s3_api.ForeignBucket as exc:
+        return None, [exc]
+    if not state.exists:
+        return state, []
+    if s3_api.bucket_listed(s3, n.bucket) is False:
+        return None, [s3_api.ForeignBucket(f"S3 bucket {n.bucket} exists but is not one of account {n.account}'s "
+                                           "buckets: owned by another account", hint=s3_api.FOREIGN_BUCKET_HINT)]
+    if state.region and state.region != n.region:
+        return state, [StepError(f"S3 bucket {n.bucket} is in region {state.region}, not AWS_REGION={n.region}",
+                                 hint=f"set AWS_REGION={state.region}, or pick another AWS_BUCKET")]
+    return state, []
+
+
+def usable_bucket(ctx: Context) -> s3_api.BucketState:
+    """The bucket's state; raises when it exists but is not this account's (or not in our region)."""
+    state, problems = bucket_problems(ctx)
+    if problems:
+        raise problems[0]
+    return state
+
+
 class BucketStep(AwsStep):
     def __init__(self):
         self.name = "aws/s3-bucket"
         self.title = "S3 bucket in the configured region"
 
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        return bucket_problems(ctx)[1]
+
     def check(self, ctx: Context) -> Check:
         n, s3 = names(ctx), aws(ctx).s3
-        state = s3_api.head_bucket(s3, n.bucket, n.account)
+        state = usable_bucket(ctx)
         if not state.exists:
             plan = Plan()
             plan.add("s3:CreateBucket", n.bucket, lambda: s3_api.create_bucket(s3, n.bucket, n.region),
@@ -185,16 +221,13 @@ class BucketStep(AwsStep):
             plan.add("s3:PutBucketTagging", n.bucket,
                      lambda: s3_api.put_bucket_tags(s3, n.bucket, {TAG_KEY: TAG_VALUE}), f"{TAG_KEY}={TAG_VALUE}")
             return _planned(State.MISSING, plan)
-        if state.region and state.region != n.region:
-            raise StepError(f"S3 bucket {n.bucket} is in region {state.region}, not AWS_REGION={n.region}",
-                            hint=f"set AWS_REGION={state.region}, or pick another AWS_BUCKET")
         ours = s3_api.bucket_tags(s3, n.bucket).get(TAG_KEY) == TAG_VALUE
         detail = n.bucket if ours else f"{n.bucket}: yours, not created by this tool (used as is, never deleted)"
         return Check(State.PRESENT, detail=detail, live={"plan": Plan(), "ours": ours})
 
     def _ours(self, ctx: Context) -> bool | None:
         n, s3 = names(ctx), aws(ctx).s3
-        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+        if not usable_bucket(ctx).exists:
             return None
         return s3_api.bucket_tags(s3, n.bucket).get(TAG_KEY) == TAG_VALUE
 
@@ -243,9 +276,7 @@ class TopicStep(AwsStep):
             plan.add("sns:SetTopicAttributes", f"{n.topic_name} Policy", lambda: self._set_policy(ctx), note)
             return _planned(State.MISSING, plan)
         if sns_api.topic_tags(sns, n.topic_arn).get(TAG_KEY) != TAG_VALUE:
-            raise StepError(f"SNS topic {n.topic_name} exists but is not tagged {TAG_KEY}={TAG_VALUE}: "
-                            "not created by this tool, left alone",
-                            hint="set AWS_TOPIC to another name (or tag the topic yourself to hand it over)")
+            raise self._not_ours(n)
         _, changed = policies.merge_statement(policies.parse(attributes.get("Policy")), self._statement(n))
         detail = (f"{n.topic_name}; subscriptions: {attributes.get('SubscriptionsConfirmed', '?')} confirmed, "
                   f"{attributes.get('SubscriptionsPending', '?')} pending")
@@ -254,6 +285,15 @@ class TopicStep(AwsStep):
                               note.replace("statement", "add/replace statement"))
             return _planned(State.DRIFTED, plan, detail)
         return _planned(State.PRESENT, Plan(), detail)
+
+    @staticmethod
+    def _not_ours(n: Names) -> StepError:
+        return StepError(f"SNS topic {n.topic_name} exists but is not tagged {TAG_KEY}={TAG_VALUE}: "
+                         "not created by this tool, left alone",
+                         hint="set AWS_TOPIC to another name (or tag the topic yourself to hand it over)")
+
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        return [self._not_ours(names(ctx))] if self._ours(ctx) is False else []
 
     def _ours(self, ctx: Context) -> bool | None:
         n, sns = names(ctx), aws(ctx).sns
@@ -295,6 +335,13 @@ class UserStep(AwsStep):
         return policies.sns_user_policy(n.topic_arn) if self.role == "sns" else policies.s3_user_policy(
             n.bucket, n.partition)
 
+    def _not_ours(self, user: str) -> StepError:
+        return StepError(f"IAM user {user} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by this "
+                         "tool, left alone", hint=f"set AWS_{self.role.upper()}_USER to another name")
+
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        return [self._not_ours(self.user(ctx))] if self._ours(ctx) is False else []
+
     def check(self, ctx: Context) -> Check:
         iam, user, document = aws(ctx).iam, self.user(ctx), self.document(ctx)
         put = ("iam:PutUserPolicy", f"{user} {USER_POLICY_NAME}",
@@ -305,8 +352,7 @@ class UserStep(AwsStep):
             plan.add(*put)
             return _planned(State.MISSING, plan)
         if iam_api.user_tags(iam, user).get(TAG_KEY) != TAG_VALUE:
-            raise StepError(f"IAM user {user} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by this "
-                            "tool, left alone", hint=f"set AWS_{self.role.upper()}_USER to another name")
+            raise self._not_ours(user)
         if not policies.same_policy(iam_api.user_policy(iam, user, USER_POLICY_NAME), document):
             return _planned(State.DRIFTED, Plan().add(*put, "policy differs from the least-privilege one"), user)
         return _planned(State.PRESENT, Plan(), user)
@@ -317,9 +363,53 @@ class UserStep(AwsStep):
             return None
         return iam_api.user_tags(iam, user).get(TAG_KEY) == TAG_VALUE
 
+    def _holdings(self, ctx: Context, ours: set[str]) -> list[str]:
+        """What is on the user that this tool did not put there (`ours`: ids of our keys still on it).
+
+        The user is deleted only when this is empty: a key, policy or group someone added means the user
+        is in use beyond this tool."""
+        iam, user = aws(ctx).iam, self.user(ctx)
+        held: list[str] = []
+        keys = [k for k in iam_api.access_keys(iam, user) if k["AccessKeyId"] not in ours]
+        if keys:
+            held.append(_count(len(keys), "access key"))
+        inline = [p for p in iam_api.inline_policy_names(iam, user) if p != USER_POLICY_NAME]
+        if inline:
+            held.append(f"inline {_plural(len(inline), 'policy', 'policies')} {', '.join(inline)}")
+        attached = iam_api.attached_policy_names(iam, user)
+        if attached:
+            held.append(f"attached {_plural(len(attached), 'policy', 'policies')} {', '.join(attached)}")
+        groups = iam_api.group_names(iam, user)
+        if groups:
+            held.append(f"membership of {_plural(len(groups), 'group', 'groups')} {', '.join(groups)}")
+        boundary = ((iam_api.get_user(iam, user) or {}).get("PermissionsBoundary") or {}).get(
+            "PermissionsBoundaryArn")
+        if boundary:
+            held.append(f"permissions boundary {boundary.rsplit('/', 1)[-1]}")
+        if iam_api.has_login_profile(iam, user):
+            held.append("a console password")
+        for items, what in ((iam_api.mfa_devices(iam, user), "MFA device"),
+                            (iam_api.ssh_public_keys(iam, user), "SSH public key"),
+                            (iam_api.signing_certificates(iam, user), "signing certificate")):
+            if items:
+                held.append(_count(len(items), what))
+        return held
+
+    def _say_kept(self, ctx: Context, user: str, held: list[str], *, would: bool = False) -> None:
+        verb = "would keep" if would else "kept"
+        removed = "would remove" if would else "removed"
+        ctx.reporter.say(f"  {self.name}: {verb} IAM user {user}, because it holds what this tool did not make "
+                         f"({'; '.join(held)}); {removed} only this tool's keys, inline policy {USER_POLICY_NAME} "
+                         f"and tag {TAG_KEY}")
+
     def remove_plan(self, ctx: Context) -> Outcome:
         ours = self._ours(ctx)
-        return Outcome.OK if ours is None else Outcome.WOULD_CHANGE if ours else Outcome.SKIPPED
+        if not ours:
+            return Outcome.OK if ours is None else Outcome.SKIPPED
+        held = self._holdings(ctx, _marked_keys(aws(ctx).iam, self.user(ctx)))
+        if held:
+            self._say_kept(ctx, self.user(ctx), held, would=True)
+        return Outcome.WOULD_CHANGE
 
     def remove(self, ctx: Context) -> Outcome:
         ours = self._ours(ctx)
@@ -327,11 +417,81 @@ class UserStep(AwsStep):
             return Outcome.OK
         if not ours:
             return Outcome.SKIPPED
-        iam_api.delete_user(aws(ctx).iam, self.user(ctx))
-        return Outcome.CHANGED
+        iam, user = aws(ctx).iam, self.user(ctx)
+        marks = _key_marks(iam, user)
+        for key_id in _marked_keys(iam, user):  # normally gone already (the credentials step ran first)
+            iam_api.delete_access_key(iam, user, key_id)
+        iam_api.delete_user_policy(iam, user, USER_POLICY_NAME)
+        held = self._holdings(ctx, set())
+        if not held:
+            try:
+                iam_api.delete_user(iam, user)
+                return Outcome.CHANGED
+            except iam_api.UserNotEmpty as exc:  # something not listed above (e.g. a service credential)
+                held = [f"something IAM would not delete it with ({exc})"]
+        # the user is in use beyond this tool: it stays, and is no longer marked as ours
+        iam_api.untag_user(iam, user, [TAG_KEY, *marks])
+        self._say_kept(ctx, user, held)
+        return Outcome.SKIPPED
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
+def _count(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _key_marks(iam, user: str) -> list[str]:
+    """The user's tags that mark an access key (tag key = the key's id) as created by this tool."""
+    return sorted(k for k, v in iam_api.user_tags(iam, user).items() if v == KEY_MARK)
+
+
+def _marked_keys(iam, user: str) -> set[str]:
+    """Ids of the user's access keys this tool created: marked by a user tag when they were made. A key
+    merely found in our Secret is not proof (a Secret can be edited), so it is never deleted on that basis."""
+    marks = set(_key_marks(iam, user))
+    return {k["AccessKeyId"] for k in iam_api.access_keys(iam, user) if k["AccessKeyId"] in marks}
 
 
 # -- access keys and their Secrets ----------------------------------------------------------------
+
+#: IAM's limit of access keys per user
+IAM_KEYS_PER_USER = 2
+
+
+@dataclass
+class KeySituation:
+    """What the credentials step sees: the Secret, the user's keys, which of them are ours."""
+
+    live: dict | None          # the Secret
+    key_id: str | None         # the key id the Secret holds
+    secret_key: str | None
+    user_exists: bool
+    user_ours: bool
+    keys: list[str]            # ids of the user's keys
+    ours: set[str]             # ids of the keys this tool created (marked)
+    rotate: bool
+
+    @property
+    def matches(self) -> bool:
+        """The Secret holds a complete key that the user has."""
+        return bool(self.key_id and self.secret_key and self.key_id in self.keys)
+
+    @property
+    def needs_new_key(self) -> bool:
+        return not self.matches or self.rotate
+
+    @property
+    def stale(self) -> list[str]:
+        """Our keys other than the one in the Secret: deleted before a new key is made."""
+        return sorted(self.ours - ({self.key_id} if self.matches else set()))
+
+    @property
+    def free_slots(self) -> int:
+        return IAM_KEYS_PER_USER - (len(self.keys) - len(self.stale))
+
 
 class CredentialsStep(AwsStep):
     """The user's access key in a Kubernetes Secret. A key whose Secret still matches is reused; IAM allows
@@ -365,62 +525,75 @@ class CredentialsStep(AwsStep):
     def _rotated(self, ctx: Context) -> set:
         return ctx.cached("aws-rotated-keys", set)
 
-    def check(self, ctx: Context) -> Check:
+    def _situation(self, ctx: Context) -> KeySituation:
         iam, user = aws(ctx).iam, self.user(ctx)
         live, key_id, secret_key = self._secret(ctx)
         exists = iam_api.get_user(iam, user) is not None
         keys = [k["AccessKeyId"] for k in iam_api.access_keys(iam, user)] if exists else []
         tags = iam_api.user_tags(iam, user) if exists else {}
-        ours = {k for k in keys if tags.get(k) == KEY_MARK}
-        matches = bool(key_id and secret_key and key_id in keys)
-        rotate = bool(ctx.option("rotate_keys")) and self.secret not in self._rotated(ctx)
-        detail = f"user {user}, {len(keys)} key(s)"
-        if matches and not rotate:
-            stale = sorted(ours - {key_id})
-            if not stale:
-                return _planned(State.PRESENT, Plan(), f"{detail}; Secret {self.secret} holds a live key of the user")
-            plan = Plan()
-            for index, stale_id in enumerate(stale, 1):
-                plan.add("iam:DeleteAccessKey", f"{user} (stale key #{index} made by this tool)",
-                         lambda k=stale_id: self._delete_key(ctx, k))
+        return KeySituation(live=live, key_id=key_id, secret_key=secret_key, user_exists=exists,
+                            user_ours=tags.get(TAG_KEY) == TAG_VALUE, keys=keys,
+                            ours={k for k in keys if tags.get(k) == KEY_MARK},
+                            rotate=bool(ctx.option("rotate_keys")) and self.secret not in self._rotated(ctx))
+
+    def _slot_problem(self, user: str, seen: KeySituation) -> StepError | None:
+        if not seen.needs_new_key or seen.free_slots > 0:
+            return None
+        old = seen.key_id if seen.matches else None
+        whose = ("one in Secret " + self.secret + " and one not made by this tool" if old else
+                 "none of them in Secret " + self.secret)
+        return StepError(f"IAM user {user} already has {IAM_KEYS_PER_USER} access keys ({whose}); IAM allows "
+                         f"{IAM_KEYS_PER_USER}, so no key was created",
+                         hint=f"delete a key you no longer use: `aws iam list-access-keys --user-name {user}`, "
+                              "then `aws iam delete-access-key`; then run again")
+
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        seen = self._situation(ctx)
+        if not seen.user_exists or not seen.user_ours:
+            return []  # a new user has free slots; a user not ours is the user step's precondition
+        problem = self._slot_problem(self.user(ctx), seen)
+        return [problem] if problem else []
+
+    def check(self, ctx: Context) -> Check:
+        user = self.user(ctx)
+        seen = self._situation(ctx)
+        detail = f"user {user}, {len(seen.keys)} key(s)"
+        plan = Plan()
+        for index, stale_id in enumerate(seen.stale, 1):
+            plan.add("iam:DeleteAccessKey", f"{user} (stale key #{index} made by this tool)",
+                     lambda k=stale_id: self._delete_key(ctx, k))
+        if not seen.needs_new_key:
+            if not plan:
+                return _planned(State.PRESENT, plan, f"{detail}; Secret {self.secret} holds a live key of the user")
             return _planned(State.DRIFTED, plan, detail)
 
-        # a new key is needed
-        old = key_id if matches else None
-        stale = sorted(ours - {old} if old else ours)
-        left = len(keys) - len(stale)
-        if left >= 2:
-            whose = "one in Secret " + self.secret + " and one not made by this tool" if old else \
-                "none of them in Secret " + self.secret
-            raise StepError(f"IAM user {user} already has 2 access keys ({whose}); IAM allows 2, so no key was "
-                            "created", hint=f"delete a key you no longer use: `aws iam list-access-keys --user-name "
-                                            f"{user}`, then `aws iam delete-access-key`; then run again")
-        if rotate and old:
+        problem = self._slot_problem(user, seen)
+        if problem:
+            raise problem
+        old = seen.key_id if seen.matches else None
+        if seen.rotate and old:
             why = "rotate (--rotate-keys)"
-        elif live is None:
+        elif seen.live is None:
             why = f"Secret {self.secret} missing"
-        elif not key_id or not secret_key:
+        elif not seen.key_id or not seen.secret_key:
             why = f"Secret {self.secret} lacks {SECRET_ID_KEY}/{SECRET_KEY_KEY}"
         else:
             why = f"Secret {self.secret} holds a key user {user} does not have"
         created: dict[str, str] = {}
-        plan = Plan()
-        for index, stale_id in enumerate(stale, 1):
-            plan.add("iam:DeleteAccessKey", f"{user} (stale key #{index} made by this tool)",
-                     lambda k=stale_id: self._delete_key(ctx, k))
         plan.add("iam:CreateAccessKey", user, lambda: self._create_key(ctx, created))
-        plan.add("kubernetes:apply Secret", self.secret, lambda: self._write_secret(ctx, created, rotate),
+        plan.add("kubernetes:apply Secret", self.secret, lambda: self._write_secret(ctx, created, seen.rotate),
                  f"keys {SECRET_ID_KEY}, {SECRET_KEY_KEY}")
-        if rotate and old:
+        if seen.rotate and old:
             plan.add("iam:DeleteAccessKey", f"{user} (the previous key)", lambda: self._delete_key(ctx, old))
-        return _planned(State.MISSING if live is None else State.DRIFTED, plan, detail, extra_diff=[why])
+        return _planned(State.MISSING if seen.live is None else State.DRIFTED, plan, detail, extra_diff=[why])
 
     def _create_key(self, ctx: Context, created: dict) -> None:
         iam, user = aws(ctx).iam, self.user(ctx)
         key_id, secret_key = iam_api.create_access_key(iam, user)
         ctx.reporter.redact.add(key_id, secret_key)
         created.update(id=key_id, secret=secret_key)
-        # the mark lets a later run recognise this key as ours (e.g. if writing the Secret failed)
+        # the mark lets a later run recognise this key as ours (e.g. if writing the Secret failed), and
+        # teardown delete it: IAM access keys cannot carry tags themselves
         iam_api.tag_user(iam, user, {key_id: KEY_MARK})
 
     def _write_secret(self, ctx: Context, created: dict, rotate: bool) -> None:
@@ -434,25 +607,26 @@ class CredentialsStep(AwsStep):
         iam_api.delete_access_key(iam, user, key_id)
         iam_api.untag_user(iam, user, [key_id])
 
-    def _removable(self, ctx: Context) -> tuple[dict | None, str | None, bool]:
-        live, key_id, _ = self._secret(ctx)
+    def _removable(self, ctx: Context) -> tuple[dict | None, list[str]]:
+        """Our Secret (labelled) and our keys (marked when created) on our user."""
+        live, _, _ = self._secret(ctx)
         iam, user = aws(ctx).iam, self.user(ctx)
         user_ours = (iam_api.get_user(iam, user) is not None
                      and iam_api.user_tags(iam, user).get(TAG_KEY) == TAG_VALUE)
-        keys = [k["AccessKeyId"] for k in iam_api.access_keys(iam, user)] if user_ours else []
-        return (live if is_managed(live) else None), (key_id if key_id in keys else None), user_ours
+        keys = sorted(_marked_keys(iam, user)) if user_ours else []
+        return (live if is_managed(live) else None), keys
 
     def remove_plan(self, ctx: Context) -> Outcome:
-        secret, key_id, _ = self._removable(ctx)
-        return Outcome.WOULD_CHANGE if secret is not None or key_id else Outcome.OK
+        secret, keys = self._removable(ctx)
+        return Outcome.WOULD_CHANGE if secret is not None or keys else Outcome.OK
 
     def remove(self, ctx: Context) -> Outcome:
-        secret, key_id, _ = self._removable(ctx)
-        if key_id:
+        secret, keys = self._removable(ctx)
+        for key_id in keys:
             self._delete_key(ctx, key_id)
         if secret is not None:
             kube(ctx).delete("v1", "Secret", self.secret, ctx.settings.namespace)
-        return Outcome.CHANGED if secret is not None or key_id else Outcome.OK
+        return Outcome.CHANGED if secret is not None or keys else Outcome.OK
 
 
 # -- the SNS subscription (made by the EventSource) -----------------------------------------------
@@ -503,10 +677,31 @@ class NotificationStep(AwsStep):
 
     def __init__(self):
         self.name = "aws/s3-notification"
-        self.title = f"bucket notification: ObjectCreated:Put on {INPUT_PREFIX}*{INPUT_SUFFIX} -> the topic"
+        self.title = (f"bucket notification: {', '.join(s3_api.OUR_EVENTS)} on {INPUT_PREFIX}*{INPUT_SUFFIX} "
+                      "-> the topic")
 
     def _entry(self, ctx: Context) -> dict:
         return s3_api.our_entry(names(ctx).topic_arn, INPUT_PREFIX, INPUT_SUFFIX)
+
+    def _overlap(self, ctx: Context, current: dict) -> StepError | None:
+        """S3 refuses the whole configuration when another entry could fire for the same object and event."""
+        clashing = s3_api.overlapping_entries(current, self._entry(ctx))
+        if not clashing:
+            return None
+        bucket = names(ctx).bucket
+        return StepError(f"S3 bucket {bucket}: notification {_plural(len(clashing), 'entry', 'entries')} "
+                         f"{', '.join(clashing)} not made by this tool overlap{'s' if len(clashing) == 1 else ''} "
+                         f"ours ({', '.join(s3_api.OUR_EVENTS)} on {INPUT_PREFIX}*{INPUT_SUFFIX}): S3 refuses "
+                         "two entries that share an event type and could match the same key",
+                         hint="narrow that entry's events or prefix/suffix (or remove it), then run again: "
+                              f"`aws s3api get-bucket-notification-configuration --bucket {bucket}`")
+
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        state, problems = bucket_problems(ctx)
+        if problems or not state.exists:
+            return []  # a bucket we cannot use is the bucket step's precondition; a new one has no entries
+        overlap = self._overlap(ctx, s3_api.get_notification(aws(ctx).s3, names(ctx).bucket))
+        return [overlap] if overlap else []
 
     def _write(self, ctx: Context) -> None:
         # read again at execution time: the configuration is one document shared with others
@@ -536,9 +731,12 @@ class NotificationStep(AwsStep):
         n, s3 = names(ctx), aws(ctx).s3
         plan = Plan().add("s3:PutBucketNotificationConfiguration", n.bucket, lambda: self._write(ctx),
                           "add/replace our entry only; S3 then sends an s3:TestEvent")
-        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+        if not usable_bucket(ctx).exists:
             return _planned(State.MISSING, plan)
         current = s3_api.get_notification(s3, n.bucket)
+        overlap = self._overlap(ctx, current)
+        if overlap:
+            raise overlap
         others = sum(len(current.get(k) or []) for k in s3_api.NOTIFICATION_KINDS if k != "EventBridgeConfiguration")
         ours = s3_api.find_entry(current)
         others -= 1 if ours else 0
@@ -550,7 +748,7 @@ class NotificationStep(AwsStep):
 
     def _without_ours(self, ctx: Context) -> tuple[dict, bool] | None:
         n, s3 = names(ctx), aws(ctx).s3
-        if not s3_api.head_bucket(s3, n.bucket, n.account).exists:
+        if not usable_bucket(ctx).exists:
             return None
         return s3_api.remove_notification(s3_api.get_notification(s3, n.bucket))
 
@@ -579,25 +777,55 @@ def argo_step(kind: str, name: str) -> ObjectStep:
 
 # -- the lists each task runs ---------------------------------------------------------------------
 
+class PreconditionsStep(Step):
+    """Everything that can be read before the first write, checked before it: a bucket or a name taken by
+    someone else, a user without a free access-key slot, a notification entry S3 would refuse next to ours.
+    Every failing one is reported (in one line), and nothing is created or changed."""
+
+    removable = False
+
+    def __init__(self, steps: list[Step]):
+        self.steps = steps
+        self.name = "aws/preconditions"
+        self.title = "nothing in the way (checked before anything is created)"
+
+    def check(self, ctx: Context) -> Check:
+        problems = [problem for step in self.steps for problem in step.preconditions(ctx)]
+        if not problems:
+            return Check(State.PRESENT, detail="bucket, topic, users, key slots and notification entries checked")
+        if len(problems) == 1:
+            raise StepError(f"{problems[0]} (nothing was created or changed)", hint=problems[0].hint)
+        numbered = [f"({i}) {p}" for i, p in enumerate(problems, 1)]
+        hints = [f"({i}) {p.hint}" for i, p in enumerate(problems, 1) if p.hint]
+        raise StepError(f"{len(problems)} preconditions fail, so nothing was created or changed: "
+                        + "; ".join(numbered), hint="; ".join(hints))
+
+    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover - present or failing
+        pass
+
+
+def _aws_steps() -> list[AwsStep]:
+    return [BucketStep(), TopicStep(), UserStep("sns"), UserStep("s3"),
+            CredentialsStep("sns", SNS_SECRET), CredentialsStep("s3", S3_SECRET)]
+
+
 def setup_steps(ctx: Context) -> list[Step]:
+    aws_steps, notification = _aws_steps(), NotificationStep()
     return [
         PreflightStep(need_webhook=True),
         KubeContextStep(),
         ClusterReadyStep(),
-        BucketStep(),
-        TopicStep(),
-        UserStep("sns"),
-        UserStep("s3"),
-        CredentialsStep("sns", SNS_SECRET),
-        CredentialsStep("s3", S3_SECRET),
+        PreconditionsStep([*aws_steps, notification]),
+        *aws_steps,
         *(argo_step(kind, name) for kind, name in ARGO_OBJECTS),
         SubscriptionStep(),
-        NotificationStep(),
+        notification,
     ]
 
 
 def status_steps(ctx: Context) -> list[Step]:
-    return setup_steps(ctx)
+    # each step reports its own precondition: the combined check is what keeps setup from starting
+    return [step for step in setup_steps(ctx) if not isinstance(step, PreconditionsStep)]
 
 
 class TeardownGuardStep(Step):

@@ -24,7 +24,7 @@ class ConfigError(Exception):
 
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")  # characters, first and last; the other rules: _validate
 IMAGE = re.compile(r"^([a-z0-9.-]+(:\d+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-.+][0-9A-Za-z.-]+)?$")
 
@@ -149,8 +149,27 @@ def _validate(setting: Setting, value: str) -> str:
         if not DNS1123.match(value) or len(value) > 53:
             raise ConfigError(f"{name}={value!r} is not a valid Kubernetes name (lowercase letters, digits, '-'; at most 53 chars)")
     elif kind == "bucket":
-        if not BUCKET.match(value) or ".." in value:
-            raise ConfigError(f"{name}={value!r} is not a valid bucket name (3-63 chars: lowercase letters, digits, '.', '-')")
+        # S3's naming rules for general purpose buckets (User Guide, "General purpose bucket naming rules"),
+        # checked here so a name S3 would refuse never gets as far as a call
+        reserved_prefixes = ("xn--", "sthree-", "amzn-s3-demo-")  # sthree- also covers sthree-configurator
+        reserved_suffixes = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+        why = ""
+        if not 3 <= len(value) <= 63:
+            why = f"it has {len(value)} characters; 3 to 63 are allowed"
+        elif not BUCKET.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
+            why = "only lowercase letters, digits, '.' and '-' are allowed, and it must begin and end with a letter or digit"
+        elif ".." in value:
+            why = "it has two adjacent periods"
+        elif ".-" in value or "-." in value:
+            why = "it has a '-' next to a '.' (MinIO, whose buckets are named by the same kind of setting, refuses that)"
+        elif re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", value):
+            why = "it is formatted as an IP address"
+        elif value.startswith(reserved_prefixes):
+            why = f"the prefix {next(p for p in reserved_prefixes if value.startswith(p))!r} is reserved by S3"
+        elif value.endswith(reserved_suffixes):
+            why = f"the suffix {next(s for s in reserved_suffixes if value.endswith(s))!r} is reserved by S3"
+        if why:
+            raise ConfigError(f"{name}={value!r} is not a valid bucket name: {why}")
     elif kind == "image":
         if not IMAGE.match(value):
             raise ConfigError(f"{name}={value!r} is not a valid image reference")

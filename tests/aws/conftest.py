@@ -16,7 +16,7 @@ import boto3
 import pytest
 import requests
 
-from aws_testkit import NAMESPACE, REGION, WEBHOOK_URL, Cluster, PublicAddress, Webhook, crd
+from aws_testkit import NAMESPACE, REGION, WEBHOOK_URL, Cluster, CountingProxy, PublicAddress, Webhook, crd
 from kube_emulator import KubeEmulator
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
@@ -131,3 +131,12 @@ def webhook(public_address):
         public_address.target = None
 
 
+
+
+@pytest.fixture
+def aws_server(aws_env, moto, monkeypatch):
+    """The tool's AWS endpoint becomes a counting proxy in front of moto: `aws_server.writes()` lists
+    every write request that reached the server (the test's own `admin` clients go to moto directly)."""
+    with CountingProxy(moto) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy

@@ -191,3 +191,49 @@ def test_demo_upload_fails_when_the_output_is_wrong_or_missing(aws_env, admin, m
     assert not aws_tasks.demo_upload(load(), plain_reporter(file=out), source=sample, timeout=1, interval=0.2)
     assert time.monotonic() - started < 15
     assert "no output after" in out.getvalue()
+
+
+def deliveries(webhook, key: str) -> dict[str, dict]:
+    """The deliveries naming `key` so far, by their S3 event name (Records[0].eventName)."""
+    from urllib.parse import unquote_plus
+
+    found = {}
+    for delivery in list(webhook.received):
+        message = json.loads(delivery["body"]["Message"])
+        for record in message.get("Records") or []:
+            if unquote_plus(record["s3"]["object"]["key"]) == key:
+                found[record["eventName"]] = delivery
+    return found
+
+
+def test_multipart_and_copy_uploads_reach_the_pipeline(aws_env, cluster, admin, moto, webhook):
+    """`aws s3 cp` and boto3 upload in parts above their threshold (CompleteMultipartUpload), and a copy
+    arrives as Copy: both must fire, not only a plain PUT."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    aws_tasks.setup(Context())
+    bucket = aws_env["AWS_BUCKET"]
+    creds = cluster.secret("s3-credential")
+    assert wait_for(lambda: len(webhook.received) >= 1)  # the s3:TestEvent of setup's notification write
+
+    # boto3's own transfer manager, told to use parts for anything: what it does above 8 MB by default
+    uploader = boto3.client("s3", region_name=REGION, endpoint_url=moto)
+    uploader.upload_fileobj(io.BytesIO(CSV.encode()), bucket, "input/parts.csv",
+                            Config=TransferConfig(multipart_threshold=1, use_threads=False))
+    assert wait_for(lambda: "ObjectCreated:CompleteMultipartUpload" in deliveries(webhook, "input/parts.csv"))
+
+    admin.s3.put_object(Bucket=bucket, Key="staging/ready.csv", Body=CSV.encode())  # outside input/: no event
+    admin.s3.copy_object(Bucket=bucket, Key="input/copied.csv",
+                         CopySource={"Bucket": bucket, "Key": "staging/ready.csv"})
+    assert wait_for(lambda: "ObjectCreated:Copy" in deliveries(webhook, "input/copied.csv"))
+    assert deliveries(webhook, "staging/ready.csv") == {}
+
+    for key, event in (("input/parts.csv", "ObjectCreated:CompleteMultipartUpload"),
+                       ("input/copied.csv", "ObjectCreated:Copy")):
+        done = run_s3_etl(sensor_parameter(deliveries(webhook, key)[event]), moto, creds)
+        assert done.returncode == 0, done.stdout + done.stderr
+        name = key[len("input/"):-len(".csv")]
+        parquet = admin.s3.get_object(Bucket=bucket, Key=f"output/{name}.parquet")["Body"].read()
+        table = pq.read_table(io.BytesIO(parquet))
+        assert table.num_rows == 3

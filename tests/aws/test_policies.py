@@ -50,7 +50,8 @@ def test_s3_user_may_list_and_read_input_and_write_output_only():
     doc = policies.s3_user_policy(BUCKET)
     arn = f"arn:aws:s3:::{BUCKET}"
     assert grants(doc) == {("s3:listbucket", arn), ("s3:getobject", f"{arn}/input/*"),
-                           ("s3:putobject", f"{arn}/output/*"), ("s3:abortmultipartupload", f"{arn}/output/*")}
+                           ("s3:putobject", f"{arn}/output/*"), ("s3:abortmultipartupload", f"{arn}/output/*"),
+                           ("s3:deleteobject", f"{arn}/output/*")}
     # object wildcards only below the two prefixes; listing limited to input/
     listing = next(s for s in statements(doc) if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["input/", "input/*"]}}
@@ -101,3 +102,43 @@ def test_same_policy_compares_as_data():
     wider["Statement"][1]["Resource"] = f"arn:aws:s3:::{BUCKET}/*"
     assert not policies.same_policy(doc, wider)
     assert not policies.same_policy(doc, None)
+
+
+def test_s3_user_may_delete_in_output_only_and_nothing_else_was_widened():
+    """s3_etl.py deletes a stale output/<name>.rejects.csv: exactly s3:DeleteObject on output/*, added
+    to what the job could already do (compared as data)."""
+    arn = f"arn:aws:s3:::{BUCKET}"
+    before = {("s3:listbucket", arn), ("s3:getobject", f"{arn}/input/*"), ("s3:putobject", f"{arn}/output/*"),
+              ("s3:abortmultipartupload", f"{arn}/output/*")}
+    now = grants(policies.s3_user_policy(BUCKET))
+    assert now - before == {("s3:deleteobject", f"{arn}/output/*")}
+    assert before <= now
+    deleting = {resource for action, resource in now if "delete" in action}
+    assert deleting == {f"{arn}/output/*"}  # never input/, never the bucket itself
+    cn = grants(policies.s3_user_policy(BUCKET, partition="aws-cn"))
+    assert ("s3:deleteobject", f"arn:aws-cn:s3:::{BUCKET}/output/*") in cn
+
+
+def test_a_user_with_the_earlier_policy_gets_the_delete_permission(aws_env, aws_server, cluster, admin):
+    """On moto: the inline policy an earlier version put on the ETL user is drift, replaced by the next
+    setup; a run after that writes nothing."""
+    from aws import TAGS, USER_POLICY_NAME
+    from aws.steps import PreflightStep, UserStep
+
+    from aws_testkit import run_steps
+
+    earlier = policies.s3_user_policy(aws_env["AWS_BUCKET"])
+    earlier["Statement"] = [st for st in earlier["Statement"] if st["Sid"] != "DeleteOutput"]
+    admin.iam.create_user(UserName="argo-etl-s3", Tags=TAGS)
+    admin.iam.put_user_policy(UserName="argo-etl-s3", PolicyName=USER_POLICY_NAME, PolicyDocument=json.dumps(earlier))
+
+    assert run_steps("up", PreflightStep(need_webhook=False), UserStep("s3"))[0] == 0
+    assert aws_server.writes() == ["iam:PutUserPolicy"]
+    live = admin.iam.get_user_policy(UserName="argo-etl-s3", PolicyName=USER_POLICY_NAME)["PolicyDocument"]
+    assert policies.same_policy(live, policies.s3_user_policy(aws_env["AWS_BUCKET"]))
+    arn = f"arn:aws:s3:::{aws_env['AWS_BUCKET']}"
+    assert ("s3:deleteobject", f"{arn}/output/*") in grants(live)
+
+    aws_server.clear()
+    assert run_steps("up", PreflightStep(need_webhook=False), UserStep("s3"))[0] == 0
+    assert aws_server.writes() == []

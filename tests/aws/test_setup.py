@@ -163,13 +163,49 @@ def test_someone_elses_notification_entry_survives_setup_and_teardown(aws_env, c
     assert set(ids) == {"audit-deletes", "argo-etl-bootstrap-input-csv"}
     assert ids["audit-deletes"]["TopicArn"] == other_topic and ids["audit-deletes"]["Events"] == ["s3:ObjectRemoved:*"]
     ours = ids["argo-etl-bootstrap-input-csv"]
-    assert ours["Events"] == ["s3:ObjectCreated:Put"]
+    assert ours["Events"] == ["s3:ObjectCreated:*"]  # Put, Post, Copy and CompleteMultipartUpload alike
     assert sorted((r["Name"].lower(), r["Value"]) for r in ours["Filter"]["Key"]["FilterRules"]) == [
         ("prefix", "input/"), ("suffix", ".csv")]
 
     assert run_steps("down", *notification_steps())[0] == 0
     left = admin.s3.get_bucket_notification_configuration(Bucket=bucket)["TopicConfigurations"]
     assert [e["Id"] for e in left] == ["audit-deletes"]
+
+
+def test_our_old_put_only_entry_is_replaced_and_the_others_kept(aws_env, aws_server, cluster, admin):
+    """An entry an earlier version wrote (same Id, ObjectCreated:Put only) becomes ObjectCreated:*."""
+    from aws import NOTIFICATION_ID
+
+    bucket = aws_env["AWS_BUCKET"]
+    admin.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    topic = admin.sns.create_topic(Name="argo-etl-s3-events", Tags=[{"Key": "managed-by",
+                                                                     "Value": "argo-etl-bootstrap"}])["TopicArn"]
+    audit = admin.sns.create_topic(Name="audit")["TopicArn"]
+    old = {"Id": NOTIFICATION_ID, "TopicArn": topic, "Events": ["s3:ObjectCreated:Put"],
+           "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "input/"},
+                                              {"Name": "suffix", "Value": ".csv"}]}}}
+    theirs = [{"Id": "audit-deletes", "TopicArn": audit, "Events": ["s3:ObjectRemoved:*"]},
+              {"Id": "archive-copies", "TopicArn": audit, "Events": ["s3:ObjectCreated:*"],
+               "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "archive/"}]}}}]
+    admin.s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"TopicConfigurations": [old, *theirs]})
+
+    def entries():
+        got = admin.s3.get_bucket_notification_configuration(Bucket=bucket)["TopicConfigurations"]
+        return {e["Id"]: e for e in got}
+
+    before = entries()
+    assert run_steps("up", *notification_steps())[0] == 0
+    after = entries()
+    assert set(after) == {NOTIFICATION_ID, "audit-deletes", "archive-copies"}
+    assert after[NOTIFICATION_ID]["Events"] == ["s3:ObjectCreated:*"]
+    assert after[NOTIFICATION_ID]["TopicArn"] == topic
+    assert after["audit-deletes"] == before["audit-deletes"] and after["archive-copies"] == before["archive-copies"]
+    assert "s3:PUT /" + bucket + "?notification" in aws_server.writes()
+
+    aws_server.clear()  # converged: the next run leaves the configuration alone
+    assert run_steps("up", *notification_steps())[0] == 0
+    assert aws_server.writes() == []
 
 
 def test_existing_topic_policy_statements_are_kept(aws_env, cluster, admin):
