@@ -55,6 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MINIKUBE_MEMORY_MB", "8192", "memory for the minikube profile, in MiB", "int", minimum=4096, maximum=262144),
     Setting("MINIKUBE_KUBERNETES_VERSION", "", "Kubernetes version for minikube (empty: minikube's default)", "version", optional=True),
     Setting("TOOLS_DIR", ".bin", "project-local directory for kubectl/helm/minikube installed by `invoke tools.install`; searched before PATH"),
+    Setting("TOOLS_AUTO_INSTALL", "true", "`up` installs a missing kubectl/helm/minikube itself (pinned, checksum-verified, into TOOLS_DIR)", "bool"),
+    Setting("TOOLS_MIRROR_URL", "", "origin that replaces the download host of the pinned tool URLs (a local mirror); the checksums still apply", "url", optional=True),
     # -- charts
     Setting("HELM_REPO_URL", "https://argoproj.github.io/argo-helm", "argo-helm chart repository (passed to helm as --repo; your helm repo list is not touched)", "url"),
     Setting("ARGO_EVENTS_RELEASE", "argo-events", "Helm release name for Argo Events", "name"),

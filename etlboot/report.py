@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Iterable
 
@@ -20,8 +21,20 @@ STYLE = {
 }
 
 
+def launcher() -> str:
+    """How the user starts the tool: `./etl` exports ETLBOOT_LAUNCHER; run as `invoke`, it is `invoke`."""
+    return os.environ.get("ETLBOOT_LAUNCHER") or "invoke"
+
+
+def as_typed(text: str) -> str:
+    """Hints are written as `invoke up`; they name the command the user actually types."""
+    start = launcher()
+    return text if start == "invoke" else text.replace("`invoke ", f"`{start} ")
+
+
 class Redactor:
-    """Replaces every known secret value with *** in any text that leaves the process."""
+    """The filter every text passes on its way out: known secret values become ***, and hints name the
+    command the user typed (`as_typed`)."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         self._secrets: set[str] = set()
@@ -35,7 +48,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for value in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(value, "***")
-        return text
+        return as_typed(text)
 
 
 class Reporter:

@@ -251,7 +251,8 @@ class ToolsStep(Step):
         "docker": ("version", "--format", "{{.Server.Version}}"),
     }
 
-    def check(self, ctx: Context) -> Check:
+    def _survey(self, ctx: Context) -> tuple[list[str], list[str], list[str]]:
+        """(versions found, missing tools, problems with tools that are there)."""
         versions, missing, broken = [], [], []
         for tool in self._tools(ctx):
             if shell.find(tool, ctx.settings) is None:
@@ -268,15 +269,42 @@ class ToolsStep(Step):
                 broken.append("docker is installed but its engine does not answer")
                 continue
             versions.append(f"{tool} {text.splitlines()[0] if text else '?'}")
-        if missing or broken:
-            problems = ([f"missing executable(s): {', '.join(missing)}"] if missing else []) + broken
+        return versions, missing, broken
+
+    def check(self, ctx: Context) -> Check:
+        from .toolinstall import PINS
+
+        versions, missing, broken = self._survey(ctx)
+        installable = [t for t in missing if t in shell.INSTALLABLE]
+        auto = ctx.settings.tools_auto_install
+        others = [t for t in missing if t not in installable or not auto]
+        if others or broken:
+            problems = ([f"missing executable(s): {', '.join(others)}"] if others else []) + broken
             hints = []
-            if set(missing) - {"docker"}:
-                hints.append("run `invoke tools.install` for kubectl/helm/minikube")
-            if "docker" in missing or broken:
+            if set(others) - {"docker"}:
+                hints.append("run `invoke tools.install` for kubectl/helm/minikube (or set TOOLS_AUTO_INSTALL=true)")
+            if "docker" in others or broken:
                 hints.append("install/start Docker and make sure your user may use it, or set MINIKUBE_DRIVER")
             raise StepError("; ".join(problems), hint="; ".join(hints))
+        if installable:
+            return Check(State.MISSING, diff=[f"install {t} v{PINS[t].version} into {shell.tools_dir(ctx.settings)}"
+                                              for t in installable], detail=", ".join(versions))
         return Check(State.PRESENT, detail=", ".join(versions))
+
+    def apply(self, ctx: Context, check: Check) -> None:
+        from .toolinstall import install
+
+        _, missing, _ = self._survey(ctx)
+        names = [t for t in missing if t in shell.INSTALLABLE]
+        mirror = ctx.settings.values["TOOLS_MIRROR_URL"]
+        with ctx.reporter.waiting(f"installing {', '.join(names)}"):
+            results = install(names, shell.tools_dir(ctx.settings), base_urls={"*": mirror} if mirror else None,
+                              reporter=lambda text: None)
+        failed = [r for r in results if r.outcome == "failed"]
+        if failed:
+            raise StepError(f"could not install {', '.join(r.name for r in failed)}: {failed[0].detail}",
+                            hint=f"without internet: put the binaries in {shell.tools_dir(ctx.settings)} or on PATH, "
+                                 "or set TOOLS_MIRROR_URL to a mirror of their release URLs")
 
 
 class KubeContextStep(Step):
@@ -506,7 +534,8 @@ class CrdsStep(Step):
         return [live[c] for c in self.crds if c in live]
 
     def _refuse_if_used_elsewhere(self, ctx: Context, present: list[dict]) -> None:
-        """Deleting a CRD deletes every object of its kind, in every namespace: not while others have some."""
+        """Deleting a CRD deletes every object of its kind, in every namespace: not while others have some
+        (anywhere else, or in our namespace without our label)."""
         ours = ctx.settings.namespace
         elsewhere = []
         for crd in present:
@@ -517,12 +546,12 @@ class CrdsStep(Step):
             kind = (spec.get("names") or {}).get("kind", crd["metadata"]["name"])
             for obj in kube(ctx).list_all(spec.get("group", ""), version, spec["names"]["plural"]):
                 namespace = obj["metadata"].get("namespace")
-                if namespace != ours:
+                if namespace != ours or not is_managed(obj):
                     elsewhere.append(f"{kind} {(namespace + '/') if namespace else ''}{obj['metadata']['name']}")
         if elsewhere:
             shown = ", ".join(elsewhere[:5]) + (f" and {len(elsewhere) - 5} more" if len(elsewhere) > 5 else "")
-            raise StepError(f"refusing to delete the CRDs: {len(elsewhere)} object(s) of them live outside "
-                            f"namespace {ours}: {shown}",
+            raise StepError(f"refusing to delete the CRDs: {len(elsewhere)} object(s) of them are not ours "
+                            f"(outside namespace {ours}, or without our label): {shown}",
                             hint="they belong to someone else: keep the CRDs (`down` without --purge keeps them)")
 
     def remove_plan(self, ctx: Context) -> Outcome:

@@ -259,3 +259,53 @@ def test_read_only_commands_do_not_create_the_env_file(world, task, kwargs, tmp_
         kwargs = {"out": str(tmp_path / "rendered")}
     world.run(task, **kwargs)
     assert not world.env_file.exists()
+
+
+def test_planted_foreign_objects_of_every_kind_survive_up_down_and_purge(world):
+    """Someone else's objects under every name the platform part uses (but the namespace): none is
+    overwritten, relabelled or deleted; `status` names each one."""
+    from etlboot import config, stack
+    from etlboot.cli import make_context
+    from etlboot.steps import ObjectStep
+
+    ctx = make_context(config.load(world.env_file))
+    planted = []
+    for step in stack.platform_steps(ctx):
+        if not isinstance(step, ObjectStep) or step.desired(ctx)["kind"] == "Namespace":
+            continue
+        desired = step.desired(ctx)
+        foreign = {"apiVersion": desired["apiVersion"], "kind": desired["kind"],
+                   "metadata": {"name": desired["metadata"]["name"], "namespace": NS,
+                                "labels": {"owner": "team-b"}, "annotations": {"note": "theirs"}}}
+        if desired["kind"] in ("ConfigMap", "Secret"):
+            foreign["data"] = {"theirs": "dGhlaXJz"}
+        planted.append((step.name, foreign))
+    assert world.run("up", only="platform")[0] == 0
+    assert world.run("down", yes=True)[0] == 0  # what stays: our namespace, the CRDs, the data volume
+    world.emu.delete_object("PersistentVolumeClaim", "minio-data", NS)
+    for _, obj in planted:
+        world.emu.put_object(obj)
+    kinds = {obj["kind"] for _, obj in planted}
+    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment", "Service",
+            "PersistentVolumeClaim", "EventBus"} <= kinds
+
+    def unchanged():
+        for _, obj in planted:
+            live = world.emu.get(obj["kind"], obj["metadata"]["name"], NS)
+            assert live is not None, obj["metadata"]["name"]
+            assert live["metadata"]["labels"] == {"owner": "team-b"}
+            assert live["metadata"]["annotations"] == {"note": "theirs"}
+            if "data" in obj:
+                assert live["data"] == obj["data"]
+
+    assert world.run("up", only="platform")[0] == 1
+    unchanged()
+    code, out = world.run("status", only="platform")
+    assert code == 1
+    for name, _ in planted:
+        line = next(l for l in out.splitlines() if f" {name} " in f" {l} ")
+        assert "not made by this tool" in line, line
+    assert world.run("down", yes=True)[0] in (0, 1)
+    unchanged()
+    world.run("down", yes=True, purge=True)
+    unchanged()

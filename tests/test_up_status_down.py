@@ -195,6 +195,7 @@ def test_missing_executable_is_named(world, monkeypatch, tmp_path):
         os.symlink(world.bin / tool, partial / tool)
     python_dir = os.path.dirname(shutil.which("python3"))
     monkeypatch.setenv("PATH", f"{partial}{os.pathsep}{python_dir}{os.pathsep}/usr/bin:/bin")
+    monkeypatch.setenv("TOOLS_AUTO_INSTALL", "false")
     code, out = world.run("up", only="platform")
     assert code == 1
     assert "helm" in out and "tools.install" in out

@@ -12,6 +12,7 @@ from invoke import Exit, task
 from .. import PROJECT_ROOT, charts
 from .. import manifests as m
 from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context, run_mode
+from ..report import as_typed
 from ..stack import STACKS, down_steps, part_steps, up_steps
 
 
@@ -72,7 +73,7 @@ def ui(c, show_token=False, argo_port=2746, minio_port=9001):
         secret = kube(ctx).get("v1", "Secret", f"{m.ARGO_UI_SA}.service-account-token", settings.namespace)
         token = ((secret or {}).get("data") or {}).get("token")
         if not token:
-            raise Exit("the Argo server token is not there (yet): run `invoke up`", code=1)
+            raise Exit(as_typed("the Argo UI token is not there (yet): run `invoke up`"), code=1)
         print(f"Bearer {base64.b64decode(token).decode()}")  # deliberately not redacted: asked for
     forwards = [PortForward(settings, f"svc/{charts.argo_server(settings)}", 2746, argo_port),
                 PortForward(settings, "svc/minio", 9001, minio_port)]

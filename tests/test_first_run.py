@@ -1,0 +1,107 @@
+"""The first run on a fresh machine: `up` installs the tools it needs itself, a dry run shows the plan, and
+hints name the command the user typed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+
+import pytest
+
+from stack_harness import World
+from test_toolinstall import ReleaseServer
+
+from etlboot import toolinstall
+from etlboot.toolinstall import Artifact, Pin
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    w = World(tmp_path, monkeypatch)
+    yield w
+    w.close()
+
+
+def _bare_path(world, tmp_path, monkeypatch, keep=("docker",)):
+    """PATH with only `keep` of the stand-ins (and Python): kubectl, helm and minikube are not installed."""
+    partial = tmp_path / "partial-bin"
+    partial.mkdir()
+    for tool in keep:
+        os.symlink(world.bin / tool, partial / tool)
+    for tool in ("python3", "sh", "env"):  # what the stand-ins' #! lines and the tool's shell calls need
+        os.symlink(shutil.which(tool), partial / tool)
+    monkeypatch.setenv("PATH", str(partial))  # not /usr/bin: this machine may have a real kubectl there
+
+
+def _mirror_of_the_standins(world, server: ReleaseServer, monkeypatch) -> None:
+    """A local mirror that serves the stand-ins as the pinned release files, with their real digests."""
+    pins = {}
+    for name, pin in toolinstall.PINS.items():
+        real = pin.artifacts["linux-amd64"]
+        body = (world.bin / name).read_bytes()
+        if real.member:  # helm ships as a .tar.gz
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                info = tarfile.TarInfo(real.member)
+                info.size, info.mode = len(body), 0o755
+                tar.addfile(info, io.BytesIO(body))
+            body = buffer.getvalue()
+        path = "/" + real.url.split("/", 3)[3]
+        server.routes[path] = body
+        pins[name] = Pin(pin.version, {"linux-amd64": Artifact(real.url, hashlib.sha256(body).hexdigest(),
+                                                                 real.member)})
+    monkeypatch.setattr(toolinstall, "PINS", pins)
+    monkeypatch.setattr(toolinstall, "detect_platform", lambda *a: "linux-amd64")
+
+
+def test_up_installs_the_missing_tools_from_a_mirror_and_converges(world, tmp_path, monkeypatch):
+    _bare_path(world, tmp_path, monkeypatch)
+    with ReleaseServer() as server:
+        _mirror_of_the_standins(world, server, monkeypatch)
+        monkeypatch.setenv("TOOLS_MIRROR_URL", server.url)
+        code, out = world.run("up", only="platform")
+        assert code == 0, out
+        assert sorted(p.name for p in (tmp_path / "no-bin").iterdir() if p.name in toolinstall.PINS) == [
+            "helm", "kubectl", "minikube"]
+        line = next(l for l in out.splitlines() if "preflight/tools" in l)
+        assert "changed" in line
+        fetched = len(server.requests)
+        code, out = world.run("up", only="platform")
+        assert code == 0, out
+        assert len(server.requests) == fetched  # installed once
+
+
+def test_without_a_way_to_fetch_them_up_says_so_in_one_line(world, tmp_path, monkeypatch):
+    _bare_path(world, tmp_path, monkeypatch)
+    with ReleaseServer() as server:  # serves nothing: as good as no internet
+        monkeypatch.setenv("TOOLS_MIRROR_URL", server.url)
+        code, out = world.run("up", only="platform")
+    assert code == 1
+    line = next(l for l in out.splitlines() if "preflight/tools" in l)
+    assert "could not install kubectl, helm, minikube" in line
+    assert "TOOLS_MIRROR_URL" in out and "Traceback" not in out
+
+
+def test_a_dry_run_on_a_fresh_machine_shows_the_plan_and_exits_0(world, tmp_path, monkeypatch):
+    _bare_path(world, tmp_path, monkeypatch)
+    code, out = world.run("up", dry_run=True, only="platform")
+    assert code == 0, out
+    line = next(l for l in out.splitlines() if "preflight/tools" in l)
+    assert "would create: install kubectl" in line and "install helm" in line and "install minikube" in line
+    assert "argo-events/release" in out and "would be checked after preflight/tools" in out
+    assert not (tmp_path / "no-bin").exists() or not any((tmp_path / "no-bin").iterdir())
+
+
+def test_hints_name_the_command_the_user_typed(world, tmp_path, monkeypatch):
+    _bare_path(world, tmp_path, monkeypatch)
+    monkeypatch.setenv("TOOLS_AUTO_INSTALL", "false")
+    monkeypatch.setenv("ETLBOOT_LAUNCHER", "./etl")
+    code, out = world.run("up", only="platform")
+    assert code == 1
+    assert "`./etl tools.install`" in out and "`invoke " not in out
+    monkeypatch.delenv("ETLBOOT_LAUNCHER")
+    code, out = world.run("up", only="platform")
+    assert "`invoke tools.install`" in out
