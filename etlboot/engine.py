@@ -205,9 +205,11 @@ class Runner:
         failed = False
         pending: dict[str, str] = {}  # dry run: steps that would change, which later steps wait for
         gate: str | None = None
+        failed_step = ""
         for step in steps:
             if failed:
-                results.append(self._report(Result(step.name, Outcome.SKIPPED, "not run: an earlier step failed")))
+                # one line for all of them, not one per step: the output of a failed run stays readable
+                results.append(Result(step.name, Outcome.SKIPPED, f"not run: {failed_step} failed"))
                 continue
             blocker = gate or next((d for d in step.depends_on if d in pending), None)
             if blocker:
@@ -216,11 +218,20 @@ class Runner:
                 result = self._guarded(step, self._up_one)
             results.append(result)
             failed = result.outcome is Outcome.FAILED
+            failed_step = step.name
             if result.outcome is Outcome.WOULD_CHANGE:
                 pending[step.name] = result.detail
                 if step.gates_all and gate is None:
                     gate = step.name
+        self._report_unrun(results, "not run: ")
         return results
+
+    def _report_unrun(self, results: list[Result], detail_prefix: str) -> None:
+        """One line for the steps behind a failure or a failed gate (they are in `results`, not printed)."""
+        unrun = [r for r in results if r.outcome is Outcome.SKIPPED and r.detail.startswith(detail_prefix)]
+        if unrun:
+            words, reason = unrun[0].detail.split(": ", 1)
+            self.reporter.say(f"- {len(unrun)} later step{'s' if len(unrun) > 1 else ''} {words}: {reason}")
 
     def _up_one(self, step: Step) -> Result:
         reason = step.skip_reason(self.ctx)
@@ -264,9 +275,13 @@ class Runner:
         down: set[str] = set()  # steps not in place, which dependent steps cannot be checked without
         gate: str | None = None
         for step in steps:
-            blocker = gate or next((d for d in step.depends_on if d in down), None)
+            if gate:  # nothing behind a failed gate (tools, cluster, context) can be checked: one line for all
+                results.append(Result(step.name, Outcome.SKIPPED, f"not checked: {gate} is not in place"))
+                continue
+            blocker = next((d for d in step.depends_on if d in down), None)
             if blocker:
-                result = self._report(Result(step.name, Outcome.FAILED, f"not checked: {blocker} is not in place"))
+                result = self._report(Result(step.name, Outcome.SKIPPED, f"not checked: needs {blocker}"))
+                down.add(step.name)
             else:
                 result = self._guarded(step, self._status_one)
             results.append(result)
@@ -274,6 +289,8 @@ class Runner:
                 down.add(step.name)
                 if step.gates_all and gate is None:
                     gate = step.name
+        if gate:
+            self._report_unrun(results, f"not checked: {gate} ")
         return results
 
     def _status_one(self, step: Step) -> Result:

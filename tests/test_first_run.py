@@ -105,3 +105,16 @@ def test_hints_name_the_command_the_user_typed(world, tmp_path, monkeypatch):
     monkeypatch.delenv("ETLBOOT_LAUNCHER")
     code, out = world.run("up", only="platform")
     assert "`invoke tools.install`" in out
+
+
+def test_behind_a_failed_gate_the_steps_are_one_line(world, monkeypatch):
+    assert world.run("up", only="platform")[0] == 0
+    monkeypatch.setenv("KUBE_CONTEXT", "elsewhere")
+    for task in ("up", "status"):
+        code, out = world.run(task)
+        assert code == 1
+        words = "not run" if task == "up" else "not checked"
+        summary = [l for l in out.splitlines() if l.startswith("- ") and words in l]
+        assert len(summary) == 1 and "preflight/kube-context" in summary[0], out
+        assert not any(f"{words}:" in l for l in out.splitlines() if not l.startswith("- ")), out
+        assert len(out.splitlines()) < 20, out
