@@ -118,3 +118,24 @@ def test_behind_a_failed_gate_the_steps_are_one_line(world, monkeypatch):
         assert len(summary) == 1 and "preflight/kube-context" in summary[0], out
         assert not any(f"{words}:" in l for l in out.splitlines() if not l.startswith("- ")), out
         assert len(out.splitlines()) < 20, out
+
+
+def _program(*argv: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-m", "etlboot", *argv], cwd=root, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_version_is_this_tools_and_usage_errors_exit_2():
+    ran = _program("--version")
+    assert ran.returncode == 0 and ran.stdout.startswith("argo-etl-bootstrap 0.1.0")
+    for argv in (("up", "--bogus"), ("no-such-task",)):
+        ran = _program(*argv)
+        assert ran.returncode == 2, ran
+        assert ran.stderr.count("\n") == 1 and "./etl --list" in ran.stderr
+    ran = _program("--list")
+    assert ran.returncode == 0 and "demo.upload" in ran.stdout and "aws.setup" in ran.stdout
