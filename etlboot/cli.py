@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from typing import Callable, Sequence
 
 from invoke import Exit
+from rich.console import Console
 
 from . import config
 from .engine import Context, Result, Runner, Step, exit_code
@@ -29,17 +31,21 @@ def load_settings(generate: bool = True, **overrides) -> config.Settings:
         raise Exit(code=2) from None
 
 
-def make_context(settings: config.Settings, *, dry_run=False, debug=False, verbose=False, **options) -> Context:
-    reporter = Reporter(redactor=Redactor(settings.secret_values()), verbose=verbose)
+def make_context(settings: config.Settings, *, dry_run=False, debug=False, verbose=False, to_stderr=False,
+                 **options) -> Context:
+    console = Console(stderr=True, highlight=False, soft_wrap=True) if to_stderr else None
+    reporter = Reporter(console=console, redactor=Redactor(settings.secret_values()), verbose=verbose)
     for name in settings.generated:
         reporter.say(f"generated {name} into {settings.env_file.name} (mode 0600)")
     return Context(settings, reporter, dry_run=dry_run, debug=debug, verbose=verbose, **options)
 
 
 def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title: str, dry_run=False, debug=False,
-             verbose=False, settings: config.Settings | None = None, **options) -> list[Result]:
+             verbose=False, settings: config.Settings | None = None, as_json: bool = False, **options) -> list[Result]:
+    """Run the steps in `mode` (up/status/down). `as_json`: the human lines go to stderr, and stdout gets one
+    JSON document of the results, for scripts."""
     settings = settings or load_settings()
-    ctx = make_context(settings, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+    ctx = make_context(settings, dry_run=dry_run, debug=debug, verbose=verbose, to_stderr=as_json, **options)
     try:
         steps = steps_for(ctx)
         runner = Runner(ctx)
@@ -48,6 +54,11 @@ def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title
         ctx.close()
     ctx.reporter.summary(title + (" (dry run)" if dry_run else ""), results)
     code = exit_code(results)
+    if as_json:
+        document = {"command": title, "ok": not code,
+                    "steps": [{"step": r.step, "outcome": r.outcome.value, "detail": r.detail, "hint": r.hint}
+                              for r in results]}
+        print(ctx.reporter.redact(json.dumps(document, indent=1)))
     if code:
         raise Exit(code=code)
     return results

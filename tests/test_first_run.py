@@ -139,3 +139,28 @@ def test_version_is_this_tools_and_usage_errors_exit_2():
         assert ran.stderr.count("\n") == 1 and "./etl --list" in ran.stderr
     ran = _program("--list")
     assert ran.returncode == 0 and "demo.upload" in ran.stdout and "aws.setup" in ran.stdout
+
+
+def test_no_task_offers_a_short_flag_that_means_something_else_elsewhere():
+    ran = _program("up", "--help")
+    assert ran.returncode == 0 and "--dry-run" in ran.stdout and "-d," not in ran.stdout
+    ran = _program("status", "-o", "platform")
+    assert ran.returncode == 2
+
+
+def test_status_json_is_one_document_on_stdout(world):
+    import json
+    from contextlib import redirect_stdout
+    import io as _io
+
+    assert world.run("up", only="platform")[0] == 0
+    out = _io.StringIO()
+    from etlboot.tasks import core
+    from invoke import Context as InvokeContext
+
+    with redirect_stdout(out):
+        core.status(InvokeContext(), only="platform", json=True)
+    document = json.loads(out.getvalue())
+    assert document["ok"] is True and document["command"] == "status"
+    assert {"step": "argo-events/release", "outcome": "ok"}.items() <= next(
+        s for s in document["steps"] if s["step"] == "argo-events/release").items()

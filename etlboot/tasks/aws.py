@@ -17,7 +17,7 @@ def _steps():
     return steps
 
 
-@task(help={**COMMON_HELP,
+@task(auto_shortflags=False, help={**COMMON_HELP,
             "dry_run": "print the plan (the AWS and Kubernetes calls it would make); change nothing",
             "rotate_keys": "replace both access keys: create new -> update the Secret -> delete old"})
 @interruptible
@@ -34,14 +34,14 @@ def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
             print(line)
 
 
-@task(help={"debug": COMMON_HELP["debug"]})
+@task(auto_shortflags=False, help={"debug": COMMON_HELP["debug"]})
 @interruptible
 def status(c, debug=False):
     """Check every AWS step (present / drifted / missing) and the SNS subscription's state. Changes nothing."""
     run_mode("status", _steps().status_steps, title="aws.status", debug=debug)
 
 
-@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
+@task(auto_shortflags=False, help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "delete_bucket": "also empty and delete the bucket (only if this tool created it)"})
 @interruptible
 def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verbose=False):

@@ -26,23 +26,41 @@ def _select(only: str):
     return part_steps(names)
 
 
-@task(help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)",
+@task(auto_shortflags=False, help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)",
             "adopt": "take over objects with our names that the tool did not make (reported per object)"})
 @interruptible
 def up(c, dry_run=False, debug=False, verbose=False, only="", adopt=False):
     """Stand up the whole stack (idempotent): minikube, Argo Events/Workflows, MinIO, the pipelines."""
+    settings = load_settings(generate=not dry_run)
     run_mode("up", _select(only), title="up", dry_run=dry_run, debug=debug, verbose=verbose, adopt=adopt,
-             settings=load_settings(generate=not dry_run))
+             settings=settings)
+    if not dry_run and not only:
+        _what_is_there(settings)
 
 
-@task(help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp"})
+def _what_is_there(settings) -> None:
+    """After a whole `up`: where the UIs are, how to log in, where the passwords live."""
+    from ..report import Reporter
+
+    say = Reporter().say
+    say("what is there:")
+    say("  Argo UI and MinIO console: `invoke ui` forwards http://localhost:2746 and http://localhost:9001")
+    say("  Argo UI login: the token that `invoke ui --show-token` prints (paste it with its `Bearer ` prefix)")
+    say(f"  MinIO console login: user {settings.minio_root_user}, password MINIO_ROOT_PASSWORD in "
+        f"{settings.env_file.name} (mode 0600)")
+    say("  try it: `invoke demo.upload`; check everything again any time: `invoke status`")
+
+
+@task(auto_shortflags=False, help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp",
+            "json": "print the results as JSON on stdout (the step lines go to stderr)"})
 @interruptible
-def status(c, debug=False, only=""):
+def status(c, debug=False, only="", json=False):
     """Check every step: present / drifted / missing, healthy or not. Changes nothing."""
-    run_mode("status", _select(only), title="status", debug=debug, settings=load_settings(generate=False))
+    run_mode("status", _select(only), title="status", debug=debug, settings=load_settings(generate=False),
+             as_json=json)
 
 
-@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
+@task(auto_shortflags=False, help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "purge": "also delete data (MinIO volume), the namespace and the Argo CRDs",
             "minikube": "with --purge: also delete the minikube profile"})
 @interruptible
@@ -58,7 +76,7 @@ def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, 
              purge=purge, purge_minikube=minikube)
 
 
-@task(help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
+@task(auto_shortflags=False, help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
             "argo_port": "local port for the Argo UI", "minio_port": "local port for the MinIO console"})
 @interruptible
 def ui(c, show_token=False, argo_port=2746, minio_port=9001):
@@ -94,7 +112,7 @@ def ui(c, show_token=False, argo_port=2746, minio_port=9001):
             forward.stop()
 
 
-@task(help={"out": "directory for the rendered YAML (default build/manifests)"})
+@task(auto_shortflags=False, help={"out": "directory for the rendered YAML (default build/manifests)"})
 def render(c, out="build/manifests"):
     """Write the rendered manifests (no Secrets) for reading or `kubectl apply -f`."""
     settings = load_settings(generate=False)  # render writes no Secrets: it needs none generated

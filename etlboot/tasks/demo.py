@@ -47,7 +47,7 @@ def _guard(ctx, body):
         ctx.close()
 
 
-@task(help=HELP)
+@task(auto_shortflags=False, help=HELP)
 @interruptible
 def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, no_follow=False, debug=False):
     """Upload sample CSVs, follow the workflows they trigger (live tree), and end with a verdict."""
@@ -90,7 +90,7 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
         raise Exit(code=1)
 
 
-@task(help={k: HELP[k] for k in ("dataset", "file", "debug")})
+@task(auto_shortflags=False, help={k: HELP[k] for k in ("dataset", "file", "debug")})
 @interruptible
 def verify(c, dataset="single", file="", debug=False):
     """Check the outputs: each Parquet has exactly the input's good rows; the day's top scorer is right."""

@@ -25,7 +25,7 @@ RUN_HELP = {
 }
 
 
-@task(name="list")
+@task(auto_shortflags=False, name="list")
 def list_examples(c):
     """List the tutorial's examples: name, what each teaches, and the tutorial section it comes from."""
     table = Table(title="examples (invoke examples.run NAME)", show_lines=False)
@@ -94,7 +94,7 @@ def _run_all(timeout: int, logs: bool, debug: bool) -> list[ex.RunResult]:
     return results
 
 
-@task(name="run", positional=["name"], iterable=["parameters"], help=RUN_HELP)
+@task(auto_shortflags=False, name="run", positional=["name"], iterable=["parameters"], help=RUN_HELP)
 @interruptible
 def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
     """Submit one example workflow, follow it as a live tree, and check what it should show."""
@@ -121,14 +121,14 @@ def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
         raise Exit(code=1)
 
 
-@task(name="all", help={k: v for k, v in RUN_HELP.items() if k in ("logs", "timeout", "debug")})
+@task(auto_shortflags=False, name="all", help={k: v for k, v in RUN_HELP.items() if k in ("logs", "timeout", "debug")})
 @interruptible
 def run_all(c, logs=False, timeout=0, debug=False):
     """Run every example in tutorial order and print a summary table (exit 1 if any check failed)."""
     _run_all(timeout, logs, debug)
 
 
-@task(help={"message": "the text to post (default: a fresh, recognisable one)",
+@task(auto_shortflags=False, help={"message": "the text to post (default: a fresh, recognisable one)",
             "timeout": "seconds to wait for the Sensor's log line (default: WAIT_TIMEOUT_SECONDS)",
             **COMMON_HELP})
 @interruptible
@@ -169,7 +169,7 @@ def _post_and_confirm(ctx: Context, message: str, timeout: float) -> Result:
     return result
 
 
-@task(help={"yes": "do not ask for confirmation", "dry_run": COMMON_HELP["dry_run"], "debug": COMMON_HELP["debug"]})
+@task(auto_shortflags=False, help={"yes": "do not ask for confirmation", "dry_run": COMMON_HELP["dry_run"], "debug": COMMON_HELP["debug"]})
 @interruptible
 def clean(c, yes=False, dry_run=False, debug=False):
     """Delete what the examples made: their Workflows, CronWorkflow, WorkflowTemplate, the webhook and Sensor."""

@@ -9,7 +9,7 @@ from ..report import Reporter
 from ..shell import INSTALLABLE, tools_dir
 
 
-@task(help={"only": "comma-separated subset of kubectl,helm,minikube", "force": "download even if installed"},
+@task(auto_shortflags=False, help={"only": "comma-separated subset of kubectl,helm,minikube", "force": "download even if installed"},
       name="install")
 def install(c, only="", force=False):
     """Download pinned, checksum-verified kubectl, helm and minikube into TOOLS_DIR (default .bin)."""
