@@ -381,15 +381,17 @@ def synchronization_mutex(spec, names=("synchronization-wf-level-4k2jd", "synchr
 
 
 def pod_spec_from_previous_step(spec, name="pod-spec-from-previous-step-2xk9v", fault=None) -> Recording:
-    resources = '{"memory": "32Mi", "cpu": "100m"}'
+    # what parse-resources prints: the JSON its script echoes (so the recording follows the manifest)
+    parse = next(t for t in spec["templates"] if t["name"] == "parse-resources-tmpl")
+    resources = re.search(r"echo '(\{.*?\})'", parse["script"]["source"]).group(1)
+    asked = json.loads(resources)
     r = Recorder(name, spec)
     r.add(name, "DAG", template="workflow", end=25)
     r.add(f"{name}.parse-resources", "Pod", template="parse-resources-tmpl", boundary=name, parent=name, end=9,
           outputs={"parameters": [{"name": "resources", "value": resources,
                                    "valueFrom": {"path": "/tmp/resources.json"}}],
                    "result": resources})
-    patched = {} if fault == "not-patched" else {"limits": {"memory": "32Mi", "cpu": "100m"},
-                                                 "requests": {"memory": "32Mi", "cpu": "100m"}}
+    patched = {} if fault == "not-patched" else {"limits": dict(asked), "requests": dict(asked)}
     r.add(f"{name}.setup-resources", "Pod", template="setup-resources-tmpl", boundary=name,
           parent=f"{name}.parse-resources", start=10, end=25, inputs=params(("resources", resources)),
           resources=patched, log=resources + "\n")

@@ -158,7 +158,7 @@ def test_pod_spec_from_previous_step(workflow_spec):
     spec = workflow_spec("pod-spec-from-previous-step")
     verdict = judge("pod-spec-from-previous-step", rec.pod_spec_from_previous_step(spec))
     assert_pass(verdict)
-    assert "32Mi" in verdict.detail
+    assert "'memory': '128Mi'" in verdict.detail
     assert_fail(judge("pod-spec-from-previous-step", rec.pod_spec_from_previous_step(spec, fault="not-patched")),
                 "limits are {}")
 

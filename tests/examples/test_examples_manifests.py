@@ -11,6 +11,7 @@ import yaml
 
 from etlboot import examples as ex
 from helpers.hera_check import ManifestError, render_manifest, validate_argo_manifest
+from helpers.quantity import parse_quantity
 
 EXAMPLE_FILES = sorted(ex.EXAMPLES_DIR.glob("*.yaml"))
 WEBHOOK_FILES = sorted(ex.WEBHOOK_DIR.glob("*.yaml"))
@@ -131,15 +132,32 @@ def test_the_mutex_and_cron_use_the_v4_lists():
     assert cron["spec"]["schedules"] == ["0 2 * * *"]
 
 
-def test_the_pod_spec_patch_asks_for_what_a_default_minikube_can_schedule():
+def _pod_spec_patch_example() -> tuple[dict, dict]:
+    """(what parse-resources prints, the `main` container setup-resources' podSpecPatch makes of it)."""
     [doc] = render_manifest(ex.EXAMPLES_DIR / "pod-spec-from-previous-step.yaml")
     parse = next(t for t in doc["spec"]["templates"] if t["name"] == "parse-resources-tmpl")
-    asked = yaml.safe_load(parse["script"]["source"].split("'")[1])
-    assert asked == {"memory": "32Mi", "cpu": "100m"}
+    printed = parse["script"]["source"].split("'")[1]
     setup = next(t for t in doc["spec"]["templates"] if t["name"] == "setup-resources-tmpl")
-    patch = setup["podSpecPatch"].replace("{{inputs.parameters.resources}}", parse["script"]["source"].split("'")[1])
-    assert yaml.safe_load(patch)["containers"][0] == {"name": "main", "resources": {"limits": asked,
-                                                                                    "requests": asked}}
+    patch = setup["podSpecPatch"].replace("{{inputs.parameters.resources}}", printed)
+    [main] = yaml.safe_load(patch)["containers"]
+    return yaml.safe_load(printed), main
+
+
+def test_the_pod_spec_patch_sets_main_from_the_previous_step_within_a_default_minikube():
+    asked, main = _pod_spec_patch_example()
+    assert main == {"name": "main", "resources": {"limits": asked, "requests": asked}}
+    assert set(asked) == {"memory", "cpu"}
+    # a default minikube (MINIKUBE_CPUS=4, MINIKUBE_MEMORY_MB=8192) schedules it next to the stack
+    assert parse_quantity(asked["cpu"]) <= 1 and parse_quantity(asked["memory"]) <= 1024 * 2**20
+
+
+@pytest.mark.parametrize("kind", ["limits", "requests"])
+def test_the_pod_spec_patch_leaves_room_for_the_emissary_wrapper_in_main(kind):
+    # argoexec emissary runs inside `main` and shares its limit; it is OOM-killed at 30-64Mi
+    # (argo-workflows #8456, #11223)
+    _, main = _pod_spec_patch_example()
+    memory = main["resources"][kind]["memory"]
+    assert parse_quantity(memory) >= 128 * 2**20, f"main {kind}.memory {memory} < 128Mi"
 
 
 def test_the_retry_script_fails_its_first_attempt_on_purpose():
@@ -155,8 +173,10 @@ def test_webhook_eventsource_and_log_sensor_match_the_tutorial():
     sensor = next(d for p in WEBHOOK_FILES for d in render_manifest(p) if d["kind"] == "Sensor")
     assert source["metadata"]["name"] == "webhook"  # → Service webhook-eventsource-svc
     assert source["spec"]["service"]["ports"] == [{"port": ex.WEBHOOK_PORT, "targetPort": ex.WEBHOOK_PORT}]
-    assert source["spec"]["webhook"]["example"] == {"port": str(ex.WEBHOOK_PORT), "endpoint": ex.WEBHOOK_PATH,
-                                                    "method": "POST"}
+    assert source["spec"]["webhook"]["example"] == {
+        "port": str(ex.WEBHOOK_PORT), "endpoint": ex.WEBHOOK_PATH, "method": "POST",
+        # required by the upstream schema (tests/test_strict_schemas.py); informational for a plain webhook
+        "url": f"http://{ex.WEBHOOK_SERVICE}:{ex.WEBHOOK_PORT}"}
     assert sensor["metadata"]["name"] == "log"
     assert sensor["spec"]["dependencies"] == [{"name": "test-dep", "eventSourceName": "webhook",
                                                "eventName": "example"}]

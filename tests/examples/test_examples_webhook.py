@@ -124,7 +124,8 @@ def test_webhook_applies_posts_and_finds_the_message_in_the_sensor_log(webhook_c
                if r["method"] == "PATCH"}
     assert applied == {("eventsources", "argo-etl-bootstrap"), ("sensors", "argo-etl-bootstrap")}
     eventsource = webhook_cluster.get("EventSource", "webhook", NAMESPACE)
-    assert eventsource["spec"]["webhook"]["example"] == {"port": "12000", "endpoint": "/example", "method": "POST"}
+    assert eventsource["spec"]["webhook"]["example"] == {"port": "12000", "endpoint": "/example", "method": "POST",
+                                                         "url": "http://webhook-eventsource-svc:12000"}
     sensor = webhook_cluster.get("Sensor", "log", NAMESPACE)
     assert sensor["spec"]["dependencies"] == [{"name": "test-dep", "eventSourceName": "webhook",
                                                "eventName": "example"}]
