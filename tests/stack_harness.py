@@ -43,6 +43,8 @@ class World:
 
         self.tmp = tmp_path
         self.emu = KubeEmulator().start()
+        if hasattr(self.emu, "tokens"):  # the emulator authenticates: accept the minikube stand-in's kubeconfig user
+            self.emu.tokens.add("standin-token")
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
         self.moto.start()
         host, port = self.moto.get_host_and_port()

@@ -164,7 +164,11 @@ def test_helm_release_state(env, tmp_path):
     status = json.loads(run(env, "helm", "status", "minio", "-n", "storage", "-o", "json", check=0).stdout)
     assert status["name"] == "minio" and status["namespace"] == "storage" and status["version"] == 1
     assert status["info"]["status"] == "deployed"
-    assert status["chart"]["metadata"]["name"] == "minio" and status["chart"]["metadata"]["version"] == "5.4.0"
+    # as real helm (3.18, 4.1): `status -o json` carries no chart; `get metadata` does
+    assert "chart" not in status
+    meta = json.loads(run(env, "helm", "get", "metadata", "minio", "-n", "storage", "-o", "json", check=0).stdout)
+    assert (meta["chart"], meta["version"], meta["status"], meta["revision"]) == ("minio", "5.4.0", "deployed", 1)
+    assert set(meta) == {"name", "chart", "version", "appVersion", "namespace", "revision", "status", "deployedAt"}
     expected_values = {"controller": {"replicas": 2, "resources": {"limits": {"cpu": 1}}}, "foo": "bar",
                        "mode": "standalone", "replicas": 1, "persistence": {"enabled": False}}
     assert status["config"] == expected_values
@@ -178,8 +182,13 @@ def test_helm_release_state(env, tmp_path):
     run(env, "helm", "upgrade", "--install", "minio", "minio", "--repo", "https://charts.min.io",
         "--version", "5.4.1", "-n", "storage", check=0)
     status = json.loads(run(env, "helm", "status", "minio", "-n", "storage", "-o", "json").stdout)
-    assert status["version"] == 2 and status["chart"]["metadata"]["version"] == "5.4.1"
-    assert status["config"] == {}
+    assert status["version"] == 2 and "config" not in status  # real helm omits empty values
+    assert json.loads(run(env, "helm", "get", "metadata", "minio", "-n", "storage", "-o", "json").stdout)[
+        "version"] == "5.4.1"
+    assert run(env, "helm", "get", "values", "minio", "-n", "storage", "-o", "json").stdout.strip() == "null"
+    history = json.loads(run(env, "helm", "history", "minio", "-n", "storage", "-o", "json", check=0).stdout)
+    assert [(h["revision"], h["status"], h["chart"]) for h in history] == [
+        (1, "superseded", "minio-5.4.0"), (2, "deployed", "minio-5.4.1")]
 
     proc = run(env, "helm", "status", "nope", "-n", "storage", "-o", "json", check=1)
     assert proc.stderr.strip() == "Error: release: not found"
@@ -191,12 +200,47 @@ def test_helm_release_state(env, tmp_path):
     assert "has no deployed releases" in proc.stderr
 
 
+def test_helm_pending_release_states_history_and_rollback(env, emu):
+    """As real helm (checked in test_helm_real.py): a killed install stays pending-install, hidden from `list`
+    (helm 3) unless --all/--pending, and refuses upgrades; rollback makes a new revision."""
+    emu.auto_ready = False
+    proc = subprocess.Popen(["helm", "upgrade", "--install", "ev", "argo-events", "--repo", ARGO_REPO, "-n", "default",
+                             "--wait", "--timeout", "30s"], env=dict(env, STANDIN_KUBE_URL=emu.url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not emu.objects("Deployment", "default"):
+        assert proc.poll() is None
+    proc.kill()
+    proc.wait()
+    meta = json.loads(run(env, "helm", "get", "metadata", "ev", "-o", "json", check=0).stdout)
+    assert (meta["status"], meta["revision"]) == ("pending-install", 1)
+    assert json.loads(run(env, "helm", "list", "-o", "json", check=0).stdout) == []
+    assert [r["status"] for r in json.loads(run(env, "helm", "list", "--all", "-o", "json", check=0).stdout)] == [
+        "pending-install"]
+    assert len(json.loads(run(env, "helm", "list", "--pending", "--filter", "^ev$", "-o", "json").stdout)) == 1
+    proc = run(env, "helm", "upgrade", "--install", "ev", "argo-events", "--repo", ARGO_REPO, check=1)
+    assert proc.stderr.strip() == "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"
+    secret = emu.get("Secret", "sh.helm.release.v1.ev.v1", "default")
+    assert secret["metadata"]["labels"]["status"] == "pending-install"
+    run(env, "helm", "uninstall", "ev", check=0, STANDIN_KUBE_URL=emu.url)
+    emu.auto_ready = True
+    for version in ("2.4.22", "2.4.23"):
+        run(env, "helm", "upgrade", "--install", "ev", "argo-events", "--repo", ARGO_REPO, "--version", version,
+            check=0, STANDIN_KUBE_URL=emu.url)
+    assert run(env, "helm", "rollback", "ev", "1", check=0, STANDIN_KUBE_URL=emu.url).stdout.startswith(
+        "Rollback was a success!")
+    history = json.loads(run(env, "helm", "history", "ev", "-o", "json", check=0).stdout)
+    assert [(h["revision"], h["status"], h["chart"], h["description"]) for h in history] == [
+        (1, "superseded", "argo-events-2.4.22", "Install complete"),
+        (2, "superseded", "argo-events-2.4.23", "Upgrade complete"),
+        (3, "deployed", "argo-events-2.4.22", "Rollback to 1")]
+
+
 def test_helm_repo_alias(env):
     run(env, "helm", "repo", "add", "argo", ARGO_REPO, check=0)
     run(env, "helm", "repo", "update", check=0)
     run(env, "helm", "upgrade", "--install", "argo-events", "argo/argo-events", "-n", "default", check=0)
-    status = json.loads(run(env, "helm", "status", "argo-events", "-o", "json", check=0).stdout)
-    assert status["chart"]["metadata"]["name"] == "argo-events"
+    meta = json.loads(run(env, "helm", "get", "metadata", "argo-events", "-o", "json", check=0).stdout)
+    assert meta["chart"] == "argo-events"
     run(env, "helm", "install", "x", "unknown/chart", check=1)
 
 
@@ -213,7 +257,7 @@ def test_helm_argo_events_side_effects(env, emu, tmp_path):
     dep = emu.get("Deployment", "argo-events-controller-manager", "argo-events")
     assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
     assert dep["metadata"]["annotations"]["meta.helm.sh/release-name"] == "argo-events"
-    assert [m["manager"] for m in dep["metadata"]["managedFields"]] == ["helm"]
+    assert [m["manager"] for m in dep["metadata"]["managedFields"] if m.get("operation") == "Apply"] == ["helm"]
     assert dep["status"]["readyReplicas"] == 1
     cm = emu.get("ConfigMap", "argo-events-controller-manager", "argo-events")
     versions = yaml.safe_load(cm["data"]["controller-config.yaml"])["eventBus"]["jetstream"]["versions"]
