@@ -1,6 +1,7 @@
 """FTP event server vs the tutorial's server logic, side by side, on the same FTP trees.
 
     python bench/bench_ftp.py [--files 10000] [--polls 5] [--poll-seconds 0.5] [--uploads 6]
+                              [--burst 3000] [--kill-runs 10] [--only kill]
 
 What is measured (FTP servers run on 127.0.0.1 in their own processes, so the CPU column is the
 watcher's own):
@@ -13,6 +14,9 @@ watcher's own):
      moments, poll interval --poll-seconds; ours end to end through the real gRPC stream.
   3. behaviour: events for one file uploaded slowly over ~3 poll intervals, and whether names with
      spaces come out right.
+  4. at-least-once delivery: a burst of --burst new files, and SIGKILL of the receiving client (a
+     gRPC client process) or of the event server (its own process, restarted on the same state) in
+     the middle of it; --kill-runs runs each, lost and duplicated events per run.
 
 The tutorial's logic is re-implemented here from its description (LIST, fields split on whitespace,
 name = last field, size = field 4, time = fields -4..-2; report on first sight), not copied.
@@ -242,11 +246,13 @@ def tutorial_poller(server, directory: str):
     return ftp, lambda: len(tutorial_poll(ftp))
 
 
-def upload(port, name: str, data: bytes, chunk_delay: float = 0.0, chunk: int = 4096) -> float:
-    """STOR through FTP; returns time.monotonic() when the server acknowledged the upload."""
+def upload(port, name: str, data: bytes, chunk_delay: float = 0.0, chunk: int = 4096, stall: float = 0.0) -> float:
+    """STOR through FTP; returns time.monotonic() when the server acknowledged the upload.
+    ``stall``: one pause of that many seconds half way."""
 
     class Reader(io.RawIOBase):
         pos = 0
+        stalled = False
 
         def readable(self):
             return True
@@ -256,6 +262,9 @@ def upload(port, name: str, data: bytes, chunk_delay: float = 0.0, chunk: int = 
                 return 0
             if self.pos and chunk_delay:
                 time.sleep(chunk_delay)
+            if stall and not self.stalled and self.pos >= len(data) // 2:
+                self.stalled = True
+                time.sleep(stall)
             piece = data[self.pos:self.pos + min(chunk, len(buf))]
             buf[:len(piece)] = piece
             self.pos += len(piece)
@@ -311,9 +320,13 @@ def watch_run(kind, server, upload_port, directory, interval, state_dir, uploads
     data = b"1,slow upload row,50\n" * 20_000
     slow = f"slow-{kind.split()[0]}.csv"
     upload(upload_port, f"{directory}/{slow}", data, chunk_delay=slow_seconds / chunks, chunk=len(data) // chunks + 1)
-    time.sleep(interval * 3)
+    # one upload that pauses half way for 2.5 poll intervals (longer than the settle time)
+    stalled = f"stalled-{kind.split()[0]}.csv"
+    upload(upload_port, f"{directory}/{stalled}", data, chunk=len(data) // chunks + 1, stall=interval * 2.5)
+    time.sleep(interval * 5)
     with cond:
         slow_events = [ev for _, ev in events if ev["name"].rsplit("/", 1)[-1] == slow]
+        stalled_events = [ev for _, ev in events if ev["name"].rsplit("/", 1)[-1] == stalled]
     if ours:
         watcher.stop()
     else:
@@ -321,12 +334,168 @@ def watch_run(kind, server, upload_port, directory, interval, state_dir, uploads
         watcher.join(30)
     size_key = "size" if ours else "sz"
     first_size = int(slow_events[0][size_key]) if slow_events else None
+    stalled_first = int(stalled_events[0][size_key]) if stalled_events else None
     return {
+        "stalled_events": len(stalled_events),
+        "stalled_first_complete": stalled_first == len(data),
         "latencies": [x for x in latencies if x is not None],
         "missed": sum(1 for x in latencies if x is None),
         "slow_events": len(slow_events),
         "slow_first_complete": first_size == len(data),
     }
+
+
+# ----------------------------------------------------------------------------- kill during a burst
+
+STREAM_CLIENT = ROOT / "tests" / "ftp" / "stream_client.py"
+SERVER_SCRIPT = ROOT / "code" / "ftp_event_server" / "event_server.py"
+
+
+class Reader:
+    """An in-process gRPC reader of one stream (the receiver that survives)."""
+
+    def __init__(self, port: int, config: dict):
+        import grpc
+
+        import generic_pb2
+        import generic_pb2_grpc
+
+        self.names: list[str] = []
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = generic_pb2_grpc.EventingStub(self.channel)
+        self.call = stub.StartEventSource(generic_pb2.EventSource(name="ftp", config=json.dumps(config).encode()))
+
+        def read():
+            try:
+                for ev in self.call:
+                    self.names.append(json.loads(ev.payload)["name"])
+            except grpc.RpcError:
+                pass
+
+        self.thread = threading.Thread(target=read, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.call.cancel()
+        self.thread.join(10)
+        self.channel.close()
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _file_names(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1] if line]
+
+
+def _server_process(log: Path) -> tuple[subprocess.Popen, int]:
+    env = {"PATH": os.environ.get("PATH", ""), "BENCH_PW": PASSWORD, "FTP_EVENT_SERVER_LISTEN": "127.0.0.1",
+           "FTP_EVENT_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    out = open(log, "w")
+    proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    import re
+
+    port = []
+    _wait(lambda: bool(port.extend(int(m) for m in re.findall(r"listening on 127\.0\.0\.1:(\d+)", log.read_text()))
+                       or port), 30, "the event server to listen")
+    return proc, port[0]
+
+
+def kill_run(kind: str, work: Path, burst: int, run: int) -> dict:
+    """One burst with a SIGKILL of the client ("client") or of the event server ("server")."""
+    base = work / f"kill-{kind}-{run}"
+    root = base / "root"
+    (root / "burst").mkdir(parents=True)
+    ftpd = PyFtpd(root)
+    config = {"host": "127.0.0.1", "port": ftpd.port, "user": USER, "passwordEnv": "BENCH_PW", "pollSeconds": 0.2,
+              "minAgeSeconds": 0, "confirmSeconds": 2, "stateFile": str(base / "state" / "ftp.json")}
+    expected = {f"/burst/f {i:05d}.csv" for i in range(burst)}
+    state = Path(config["stateFile"])
+    procs: list[subprocess.Popen] = []
+    readers: list[Reader] = []
+    server = None
+    try:
+        if kind == "client":
+            import event_server
+
+            server, gport = event_server.build_server("127.0.0.1:0", env={"BENCH_PW": PASSWORD})
+            server.start()
+            (base / "config.json").write_text(json.dumps(config))
+            out = base / "client.jsonl"
+            procs.append(subprocess.Popen([sys.executable, str(STREAM_CLIENT), str(gport), str(base / "config.json"),
+                                           str(out), "0.0005"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait(state.exists, 30, "the baseline")
+            for name in expected:
+                (root / name[1:]).write_bytes(b"1,a,1\n")
+            _wait(lambda: len(_file_names(out)) >= burst // 5, 60, "the first events")
+            procs[0].kill()
+            procs[0].wait()
+            first = _file_names(out)
+            readers.append(Reader(gport, config))
+        else:
+            proc, gport = _server_process(base / "server1.log")
+            procs.append(proc)
+            readers.append(Reader(gport, config))
+            _wait(state.exists, 30, "the baseline")
+            for name in expected:
+                (root / name[1:]).write_bytes(b"1,a,1\n")
+            _wait(lambda: len(readers[0].names) >= burst // 5, 60, "the first events")
+            proc.kill()
+            proc.wait()
+            readers[0].thread.join(10)
+            first = list(readers[0].names)
+            proc2, gport2 = _server_process(base / "server2.log")
+            procs.append(proc2)
+            readers.append(Reader(gport2, config))
+        second = readers[-1]
+        deadline = time.monotonic() + 60
+        while not expected <= set(first) | set(second.names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # anything more that comes is counted too
+        got = first + list(second.names)
+        return {"before_kill": len(first), "lost": len(expected - set(got)), "duplicated": len(got) - len(set(got)),
+                "invented": len(set(got) - expected)}
+    finally:
+        for r in readers:
+            r.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        if server is not None:
+            server.stop(None).wait(10)
+        ftpd.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _scratch() -> Path:
+    """A scratch folder on tmpfs when there is one (thousands of small files)."""
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(prefix="bench-ftp-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+
+
+def kill_table(work: Path, burst: int, runs: int) -> None:
+    rows = []
+    for kind in ("client", "server"):
+        for run in range(1, runs + 1):
+            r = kill_run(kind, work, burst, run)
+            rows.append([f"SIGKILL {kind}", run, r["before_kill"], r["lost"], r["duplicated"], r["invented"]])
+    print_table(f"4. a burst of {burst} new files, SIGKILL in the middle of it (confirmSeconds 2, poll 0.2 s)",
+                ["killed", "run", "received before the kill", "lost", "duplicated", "unknown names"], rows)
+    for kind in ("client", "server"):
+        mine = [r for r in rows if r[0] == f"SIGKILL {kind}"]
+        print(f"   {kind}: lost {sum(r[3] for r in mine)} in {len(mine)} runs; duplicated"
+              f" {min(r[4] for r in mine)}-{max(r[4] for r in mine)} per run")
+    print("   a duplicate is an event handed over within confirmSeconds before the kill, sent again to the next"
+          " stream;\n   downstream it rewrites the same object with the same content.")
 
 
 def fmt_row(cols, widths):
@@ -348,8 +517,19 @@ def main(argv=None) -> int:
     parser.add_argument("--polls", type=int, default=5, help="timed polls per method (default 5)")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="poll interval for latency (default 1.0)")
     parser.add_argument("--uploads", type=int, default=6, help="uploads timed for latency (default 6)")
+    parser.add_argument("--burst", type=int, default=3000, help="files in the kill-during-burst runs (default 3000)")
+    parser.add_argument("--kill-runs", type=int, default=10, help="runs per kill kind (default 10)")
+    parser.add_argument("--only", choices=["kill"], help="run only the kill-during-burst table")
     args = parser.parse_args(argv)
     n = args.files
+    if args.only == "kill":
+        work = _scratch()
+        try:
+            print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+            kill_table(work, args.burst, args.kill_runs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-ftp-"))
     servers = []
@@ -370,6 +550,11 @@ def main(argv=None) -> int:
         for name in spaced_names:
             (spaced / name).write_bytes(b"1,a,1\n")
 
+        # a steady-state tree: files written days ago (recent files cost LIST mode an MDTM+SIZE each)
+        old = time.time() - 3 * 86400
+        for folder in (flat, *(tree / "nested").iterdir()):
+            for f in folder.iterdir():
+                os.utime(f, (old, old))
         mlsd = PyFtpd(tree)
         nomlsd = PyFtpd(tree, no_mlsd=True)
         # uploads go through their own server process on the same folder: pyftpdlib serves one
@@ -381,6 +566,11 @@ def main(argv=None) -> int:
             vs = Vsftpd(work / "vsftpd")
             servers.append(vs)
             shutil.copytree(flat, vs.data / "flat")
+            # the same folder where 100 of the files were just written: LIST gives minutes, so
+            # those get MDTM + SIZE (second precision); the old ones do not
+            shutil.copytree(flat, vs.data / "recent")
+            for i in range(100):
+                os.utime(vs.data / "recent" / f"file{i:05d}.csv")  # now
 
         cost_rows = []
         cases = [
@@ -392,6 +582,8 @@ def main(argv=None) -> int:
         if vs:
             cases += [
                 ("ours", "vsftpd 3.0.3", "LIST (no MLSD)", "/data/flat", lambda s, d: ours_poller(s, d), vs),
+                ("ours", "vsftpd 3.0.3", "LIST + MDTM/SIZE of 100 recent", "/data/recent",
+                 lambda s, d: ours_poller(s, d), vs),
                 ("tutorial", "vsftpd 3.0.3", "LIST, split", "/data/flat", tutorial_poller, vs),
             ]
         for who, server_name, listing, directory, make, server in cases:
@@ -412,7 +604,11 @@ def main(argv=None) -> int:
 
         results = {}
         settle = args.poll_seconds / 4
-        runs = [("ours", mlsd, {}), (f"ours-settle settleSeconds={settle:g}", mlsd, {"settleSeconds": settle}),
+        min_age = 3 * args.poll_seconds  # the default's form (at least 30 s there)
+        runs = [("ours minAgeSeconds=0", mlsd, {"minAgeSeconds": 0}),
+                (f"ours-settle settleSeconds={settle:g} minAgeSeconds=0", mlsd,
+                 {"settleSeconds": settle, "minAgeSeconds": 0}),
+                (f"ours-age minAgeSeconds={min_age:g}", mlsd, {"minAgeSeconds": min_age}),
                 ("tutorial", nomlsd, {})]
         for kind, server, extra in runs:
             results[kind] = watch_run(kind, server, uploads.port, "/flat", args.poll_seconds,
@@ -438,6 +634,8 @@ def main(argv=None) -> int:
             r["missed"],
             r["slow_events"],
             "yes" if r["slow_first_complete"] else "NO (partial file)",
+            r["stalled_events"],
+            "yes" if r["stalled_first_complete"] else "NO (partial file)",
             "yes" if (tutorial_names if kind == "tutorial" else ours_names) == sorted(spaced_names) else
             f"NO: {tutorial_names if kind == 'tutorial' else ours_names}",
         ])
@@ -446,11 +644,18 @@ def main(argv=None) -> int:
         f" moments; one slow upload over"
         f" ~{args.poll_seconds * 3:.1f}s",
         ["watcher", "latency median s", "max s", "median / interval", "missed", "events for slow upload",
+         "first event = complete file", f"events for upload stalled {args.poll_seconds * 2.5:g}s",
          "first event = complete file", "names with spaces right"], rows)
-    print("\nours reports a file once its size and time were the same in two listings in a row: the confirming"
-          " listing comes settleSeconds\n(default: the poll interval) after the first, so latency is about"
-          " U(0, interval) + settle + 2 listings. The tutorial's\nreports on first sight (<= 1 interval + 1 listing)"
+    print("\nours reports a file once its size and time were the same in two listings in a row (the confirming"
+          " listing comes settleSeconds,\ndefault the poll interval, after the first) AND its time is minAgeSeconds"
+          " old (default max(30, 3 x pollSeconds));\nwith minAgeSeconds=0 an upload that stalls longer than the"
+          " settle time is reported half done. The tutorial's reports on\nfirst sight (<= 1 interval + 1 listing)"
           " and so reports files that are still being written.")
+    kill_work = _scratch()
+    try:
+        kill_table(kill_work, args.burst, args.kill_runs)
+    finally:
+        shutil.rmtree(kill_work, ignore_errors=True)
     return 0
 
 

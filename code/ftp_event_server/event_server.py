@@ -21,9 +21,21 @@ The config (YAML or JSON; unknown fields are errors):
       from its position to the end of the line, so names with spaces survive
   pollSeconds (FTP_POLL_SECONDS or 10); settleSeconds (= pollSeconds): how long after a
       change is seen the confirming listing comes; a file is reported when both agree
+  minAgeSeconds (FTP_MIN_AGE_SECONDS, or max(30, 3 x pollSeconds); 0 when doneFile is set):
+      the file's time must be that old by the FTP server's clock, or we saw it unchanged that long
+  doneFile (FTP_DONE_FILE, none): e.g. "{name}.done" or "{stem}.ok": report a file only once
+      that marker exists next to it; markers themselves are never reported
+  ignore (FTP_IGNORE, comma-separated; default ["*.part", "*.tmp", ".*"]): file-name patterns
+      never reported ([] reports everything)
+  confirmSeconds (FTP_CONFIRM_SECONDS or 30): an event stays pending (and is sent again to the
+      next stream, also after a restart) until the stream stayed up this long after it
   reportExisting (false): on the very first start, report the files already there
   timeoutSeconds (30), retryMinSeconds (1 or pollSeconds), retryMaxSeconds (60): FTP timeout and the
       reconnect backoff; encoding (utf-8); stateFile (FTP_STATE_DIR/<event>-<tree hash>.json)
+
+Delivery is at least once (see ftp_stream.py): a repeated event is harmless downstream.
+One stream per event source is served, the newest: an older one ends with ABORTED and a
+message saying it was replaced.
 """
 
 from __future__ import annotations
@@ -34,7 +46,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from concurrent import futures
 from typing import Mapping
 
@@ -42,7 +53,9 @@ import grpc
 
 import generic_pb2
 import generic_pb2_grpc
-import ftp_watch
+import ftp_config
+import ftp_state
+import ftp_stream
 
 log = logging.getLogger("ftp_event_server")
 
@@ -56,19 +69,21 @@ class Eventing(generic_pb2_grpc.EventingServicer):
     def StartEventSource(self, request, context):
         event_name = request.name
         try:
-            cfg = ftp_watch.parse_config(request.config, self._env, event_name=event_name)
-        except ftp_watch.ConfigError as exc:
+            cfg = ftp_config.parse_config(request.config, self._env, event_name=event_name)
+        except ftp_config.ConfigError as exc:
             log.error("rejecting StartEventSource for event %r: %s", event_name, exc)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
 
-        stop = threading.Event()
+        stream = ftp_stream.Stream(event_name, context.peer())
+        stop = stream.stop
         if not context.add_callback(stop.set):
             return  # the caller is already gone
-        store = ftp_watch.StateStore(cfg.state_file, cfg.identity())
+        store = ftp_state.StateStore(cfg.state_file, cfg.identity())
         try:
-            store.claim(stop, timeout=cfg.timeout_seconds + 5)
-        except ftp_watch.StateBusy as exc:
+            store.claim(stream, timeout=cfg.timeout_seconds + 5)
+        except ftp_state.StateBusy as exc:
+            log.error("event %r: refusing the stream from %s with ABORTED: %s", event_name, context.peer(), exc)
             context.abort(grpc.StatusCode.ABORTED, str(exc))
             return
         except OSError as exc:
@@ -79,18 +94,21 @@ class Eventing(generic_pb2_grpc.EventingServicer):
             )
             return
         log.info("stream for event %r started (peer %s)", event_name, context.peer())
-        changes = ftp_watch.watch(cfg, store, stop)
+        changes = ftp_stream.watch(cfg, store, stop, alive=context.is_active, stream=stream)
         try:
             for change in changes:
                 payload = json.dumps(change.payload(), ensure_ascii=False).encode("utf-8")
-                # gRPC takes the message when it asks for the next one; if the call ends
-                # instead, this generator is closed here and so is ``changes``, which then
-                # records the event as handed over.
+                # gRPC takes the message when it asks for the next one; the event stays
+                # pending (and is sent again to the next stream) until the stream has stayed
+                # up confirmSeconds after it
                 yield generic_pb2.Event(name=event_name, payload=payload)
         finally:
             changes.close()
             store.release()
-            log.info("stream for event %r ended", event_name)
+            log.info("stream for event %r from %s ended%s", event_name, context.peer(),
+                     " (replaced by a newer stream)" if stream.displaced_by else "")
+        if stream.displaced_by is not None:
+            context.abort(grpc.StatusCode.ABORTED, stream.end_message())
 
 
 def build_server(address: str, *, max_workers: int = 16, env: Mapping[str, str] | None = None):
@@ -98,10 +116,12 @@ def build_server(address: str, *, max_workers: int = 16, env: Mapping[str, str] 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="stream"),
         options=[
-            # notice a vanished client on an idle stream, so its state lock is released
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
+            # notice a vanished client within ~20s (well inside confirmSeconds, 30 by default), so
+            # events it may not have read are not confirmed, and its state is released
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
         ],
     )
     generic_pb2_grpc.add_EventingServicer_to_server(Eventing(env), server)
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_term(signum, _frame):
         # end the streams first: they are endless, so a grace period alone would just run out
-        count = ftp_watch.stop_all_streams()
+        count = ftp_state.stop_all_streams()
         log.info("signal %d: stopping, %d stream(s) asked to end", signum, count)
         server.stop(grace=10)
 

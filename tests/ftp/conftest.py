@@ -162,6 +162,10 @@ def watch_config(tmp_path):
             "retryMinSeconds": 0.05,
             "retryMaxSeconds": 0.2,
             "timeoutSeconds": 5,
+            # the completeness rules and delivery confirmation have their own tests; here they
+            # are short so the other tests stay fast
+            "minAgeSeconds": 0,
+            "confirmSeconds": 0.3,
             "stateFile": str(tmp_path / "state" / "ftp.json"),
         }
         cfg.update(overrides)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import sys
@@ -24,9 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ROOT / "code"
 SERVER_DIR = CODE / "ftp_event_server"
+# FTP_EVENT_SERVER_DIR: run the end-to-end tests against another copy of the server (e.g. an
+# older commit's, to see a new test fail there); its modules shadow these
+OTHER_SERVER_DIR = os.environ.get("FTP_EVENT_SERVER_DIR")
+if OTHER_SERVER_DIR:
+    SERVER_DIR = Path(OTHER_SERVER_DIR)
 # The event server's files sit flat in /code in the pod (a ConfigMap), so they import each
 # other by bare name: the same here.
-for extra in (SERVER_DIR, CODE):
+for extra in (CODE / "ftp_event_server", SERVER_DIR, CODE):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
@@ -200,7 +206,95 @@ def wait_baseline(cfg: dict, timeout: float = WAIT) -> None:
         time.sleep(0.02)
 
 
+def wait_confirmed(cfg: dict, timeout: float = WAIT) -> None:
+    """Until every event handed to the stream is confirmed delivered (the state has no
+    pending events and no journal lines), so a stream ended after this repeats nothing."""
+    path = Path(cfg["stateFile"])
+    journal = path.with_name(path.name + ".journal")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if not doc.get("pending") and (not journal.exists() or journal.stat().st_size == 0):
+                return
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"events still unconfirmed after {timeout}s ({path})"
+        time.sleep(0.02)
+
+
 def write_file(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return path
+
+
+# ------------------------------------------------------------------ processes for kill tests
+
+import re  # noqa: E402
+import subprocess  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def received_names(path: Path) -> list[str]:
+    """The names a stream_client.py wrote (a line cut by SIGKILL is not counted)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
+
+
+class ClientProcess:
+    """tests/ftp/stream_client.py in its own process, reading one stream."""
+
+    def __init__(self, port: int, config: dict, out: Path, delay: float = 0.0):
+        self.out = out
+        cfg_file = out.with_suffix(".config.json")
+        cfg_file.write_text(json.dumps(config))
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "stream_client.py"), str(port), str(cfg_file),
+                                      str(out), str(delay)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def names(self) -> list[str]:
+        return received_names(self.out)
+
+    def wait_count(self, count: int, timeout: float = WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.names()) < count:
+            assert self.proc.poll() is None, f"client exited with {self.proc.returncode}"
+            assert time.monotonic() < deadline, f"client got {len(self.names())} of {count} events in {timeout}s"
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+
+
+class ServerProcess:
+    """code/ftp_event_server/event_server.py in its own process, as in the pod."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        full = {"PATH": os.environ.get("PATH", ""), "FTP_EVENT_SERVER_LISTEN": "127.0.0.1",
+                "FTP_EVENT_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, str(SERVER_DIR / "event_server.py")], env=full,
+                                     cwd=str(log_path.parent), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + WAIT
+        self.port = 0
+        while not self.port:
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            assert self.proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "event server did not start"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        self.log.close()
+

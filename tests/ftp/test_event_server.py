@@ -19,7 +19,9 @@ import yaml
 from pyftpdlib.handlers import FTPHandler
 
 import ftp_watch
-from ftp_support import SERVER_DIR, WAIT, EventStream, FtpServerThread, NoMlsdHandler, wait_baseline, write_file
+from ftp_support import (
+    SERVER_DIR, WAIT, EventStream, FtpServerThread, NoMlsdHandler, wait_baseline, wait_confirmed, write_file,
+)
 
 
 def names(events):
@@ -156,7 +158,8 @@ def test_names_with_spaces_non_ascii_and_nested_folders(handler, ftp_root, ftp_c
     assert fell_back == (handler == "list-fallback")
 
 
-def test_list_fallback_reports_minute_precision_times(ftp_server_no_mlsd, ftp_root, event_servers, watch_config):
+def test_list_fallback_confirms_recent_times_to_the_second(ftp_server_no_mlsd, ftp_root, event_servers, watch_config):
+    """LIST gives minutes; a recent file's time comes from MDTM, to the second."""
     srv = event_servers.start()
     cfg = watch_config(ftp_server_no_mlsd.port)
     stream = event_servers.stream(srv, cfg)
@@ -164,7 +167,7 @@ def test_list_fallback_reports_minute_precision_times(ftp_server_no_mlsd, ftp_ro
     path = write_file(ftp_root / "a.csv", "1,a,1\n")
     [event] = stream.take(1)
     st = os.stat(path)
-    assert event["mtime"] == time.strftime("%Y-%m-%dT%H:%M", time.gmtime(st.st_mtime))
+    assert event["mtime"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))
 
 
 def test_listing_mlsd_without_server_support_keeps_retrying_and_says_why(
@@ -219,6 +222,7 @@ def test_restart_loses_nothing_and_repeats_nothing(ftp_server, ftp_root, event_s
     write_file(ftp_root / "a.csv", "1,a,1\n")
     write_file(ftp_root / "keep.csv", "1,a,1\n")
     assert names(stream.take(2)) == ["/a.csv", "/keep.csv"]
+    wait_confirmed(cfg)  # a stream ended before that gets them again (see test_ftp_stream.py)
     stream.close()
     srv.stop()
 
@@ -234,6 +238,7 @@ def test_restart_loses_nothing_and_repeats_nothing(ftp_server, ftp_root, event_s
     assert stream2.quiet_for(0.6) == []
 
     # a restart with no change in between reports nothing
+    wait_confirmed(cfg)
     stream2.close()
     srv2.stop()
     srv3 = event_servers.start()
@@ -245,16 +250,18 @@ def test_restart_loses_nothing_and_repeats_nothing(ftp_server, ftp_root, event_s
 
 def test_a_new_stream_on_the_same_state_takes_over_from_the_old_one(ftp_server, ftp_root, event_servers, watch_config):
     """Argo reconnects after a stream error; if the old call is still alive on our side it is
-    told to stop, and the new one carries on without repeating what was sent."""
+    ended with ABORTED, and the new one carries on without repeating what was confirmed."""
     cfg = watch_config(ftp_server.port)
     srv = event_servers.start()
     first = event_servers.stream(srv, cfg)
     wait_baseline(cfg)
     write_file(ftp_root / "a.csv", "1,a,1\n")
     assert names(first.take(1)) == ["/a.csv"]
+    wait_confirmed(cfg)
 
     second = event_servers.stream(srv, cfg)
-    assert first.done.wait(WAIT), "the old stream was not ended"
+    err = first.wait_error()
+    assert err.code() == grpc.StatusCode.ABORTED and "replaced by a newer stream" in err.details()
     write_file(ftp_root / "b.csv", "1,b,1\n")
     assert names(second.take(1)) == ["/b.csv"]
     assert second.quiet_for(0.4) == []
@@ -346,8 +353,8 @@ def test_vsftpd_list_fallback_and_walk(vsftpd, event_servers, watch_config):
         ("/data/20230414/파일 1.csv", 12, "new"),
         ("/data/top level.csv", 6, "new"),
     ]
-    for e in events:  # LIST gives minutes: YYYY-MM-DDTHH:MM
-        assert len(e["mtime"]) == 16 and e["mtime"][10] == "T"
+    for e in events:  # LIST gives minutes; MDTM the second of these recent files
+        assert len(e["mtime"]) == 20 and e["mtime"][10] == "T" and e["mtime"].endswith("Z")
     with open(vsftpd.data / "top level.csv", "a") as fh:
         fh.write("2,b,2\n")
     [event] = stream.take(1)
@@ -374,7 +381,8 @@ def test_the_entry_script_serves_and_stops_on_sigterm(ftp_server, ftp_root, ftp_
             lines.append(line)
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             port = int(m.group(1)) if m else None
-        stream = EventStream(port, {"host": "127.0.0.1", "port": ftp_server.port, "pollSeconds": 0.1}, "ftp")
+        stream = EventStream(port, {"host": "127.0.0.1", "port": ftp_server.port, "pollSeconds": 0.1,
+                                    "minAgeSeconds": 0}, "ftp")
         deadline = time.monotonic() + WAIT
         while not list((tmp_path / "state").glob("ftp-*.json")):
             assert time.monotonic() < deadline, "no state written under FTP_STATE_DIR"
