@@ -11,8 +11,8 @@ from . import manifests as m
 from .engine import Context, StepError, Step
 from .kube import sort_for_apply
 from .helm import HelmReleaseStep
-from .steps import (BucketStep, MinioEventSourceStep, CrdsStep, ImageBuildStep, KubeContextStep, MinikubeStep,
-                    ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
+from .steps import (BucketStep, CrdsStep, ImageBuildStep, KubeContextStep, MinikubeStep, MinioEventSourceStep,
+                    NamespaceStep, ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
 
 ARGO_EVENTS_CRDS = ["eventbus.argoproj.io", "eventsources.argoproj.io", "sensors.argoproj.io"]
 # every CRD the pinned chart installs (../shared/upstream/argo-workflows-chart-1.0.18-rendered.yaml)
@@ -90,7 +90,7 @@ def platform_steps(ctx: Context) -> list[Step]:
     s = ctx.settings
     variables = m.variables(s)
     steps: list[Step] = [
-        ObjectStep("platform/namespace", lambda c: {"apiVersion": "v1", "kind": "Namespace",
+        NamespaceStep("platform/namespace", lambda c: {"apiVersion": "v1", "kind": "Namespace",
                                                     "metadata": {"name": c.settings.namespace}},
                    keep_unless_purge=True),
         HelmReleaseStep("argo-events/release", lambda c: c.settings.argo_events_release, "argo-events",

@@ -182,6 +182,45 @@ class ObjectStep(Step):
         return live.get("kind") == "Namespace" and bool((live["metadata"].get("annotations") or {}).get(ADOPTED))
 
 
+class NamespaceStep(ObjectStep):
+    """Our namespace. `down --purge` deletes it only while it holds nothing that is not ours: deleting a
+    namespace deletes everything in it, including what other people put there."""
+
+    #: what Kubernetes itself (or a controller) puts in every namespace
+    BUILT_IN = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
+
+    def _foreign(self, ctx: Context) -> list[str]:
+        namespace = ctx.settings.namespace
+        found = []
+        for k in KINDS.values():
+            if not k.namespaced or k.kind == "Pod":  # pods belong to workloads; those are listed
+                continue
+            for obj in kube(ctx).list(k.api_version, k.kind, namespace):
+                if not is_managed(obj) and not self._not_anybodys(obj):
+                    found.append(f"{k.kind} {obj['metadata']['name']}")
+        return found
+
+    def _not_anybodys(self, obj: dict) -> bool:
+        """Made by Kubernetes, a controller (it has an owner) or Helm's release records, not by a person."""
+        meta = obj["metadata"]
+        return ((obj["kind"], meta["name"]) in self.BUILT_IN or bool(meta.get("ownerReferences"))
+                or (meta.get("labels") or {}).get("owner") == "helm")
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        outcome = super().remove_plan(ctx)
+        if outcome is Outcome.WOULD_CHANGE and self._foreign(ctx):
+            return Outcome.SKIPPED
+        return outcome
+
+    def remove(self, ctx: Context) -> Outcome | tuple[Outcome, str]:
+        if self._removal_allowed(ctx):
+            foreign = self._foreign(ctx)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                return Outcome.SKIPPED, f"kept: it holds {len(foreign)} object(s) this tool did not make: {shown}"
+        return super().remove(ctx)
+
+
 def _waits_for_finalizers(obj: dict) -> bool:
     # Argo's controllers clear their custom resources' finalizers (the EventBus keeps one while an EventSource
     # or Sensor uses it): they must be gone before `down` uninstalls the controller, or they stay Terminating

@@ -13,6 +13,12 @@ for extra in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(extra))
 
 
+@pytest.fixture(autouse=True)
+def _hints_as_invoke_prints_them(monkeypatch):
+    """`./etl test` exports ETLBOOT_LAUNCHER=./etl; tests see the tool as `invoke` runs it unless they say."""
+    monkeypatch.delenv("ETLBOOT_LAUNCHER", raising=False)
+
+
 def pytest_collection_modifyitems(config, items):
     markexpr = config.getoption("-m") or ""
     selected = "cluster" in markexpr and "not cluster" not in markexpr
