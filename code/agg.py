@@ -1,7 +1,8 @@
 """Daily aggregation of the ETL results: `python /code/agg.py DATE [--bucket BUCKET]`.
 
-Reads every Parquet file of the day (OUTPUT_LAYOUT with that date, default `output/DATE/*.parquet`)
-and writes `result/DATE/summary.json`: the highest-score row (as in the tutorial; ties go to the first
+Reads every Parquet file of the day at any depth (OUTPUT_LAYOUT with that date: by default
+`output/DATE/**.parquet`, e.g. `output/DATE/1.parquet` and `output/DATE/teamA/x.parquet`, since
+etl.py keeps the input's folders below the date) and writes `result/DATE/summary.json`: the highest-score row (as in the tutorial; ties go to the first
 file in key order, then the first row), the rows of every file and the total, and the input set it
 was computed from. `result/DATE/agg.txt` is a human-readable view made from the same data.
 
@@ -30,8 +31,14 @@ every new result file) reads only the files that are new or replaced since; `--f
 Reading: the day's files are fetched in parallel (AGG_WORKERS threads); a file up to 8 MiB in one GET,
 a bigger one by range GETs of its footer and of the `name`/`score` columns only (plus `no` of the
 winning row's row group). Rows per file come from the Parquet footer. Every GET carries If-Match
-with the listed ETag, so a file replaced mid-run restarts the round instead of mixing versions. An unreadable file is recorded in `unreadable`
-(with the error) and left out of the numbers, so one bad upload does not block the day.
+with the listed ETag, so a file replaced mid-run restarts the round instead of mixing versions. An
+unreadable file is recorded in `unreadable` (with the error) and left out of the numbers, so one bad
+upload does not block the day; a read that failed because S3 was unreachable or throttled fails the
+run instead (a retry will read it).
+
+Ends with one JSON line, or one error line and an exit code (failures.py): 0 done, 1 a retry will
+not help, 2 bad arguments or settings (DATE not YYYYMMDD, AGG_* not numbers), 75 S3 unreachable or
+throttled (a retry may help).
 """
 from __future__ import annotations
 
@@ -54,8 +61,10 @@ import pyarrow.parquet as pq
 from minio import Minio
 from minio.error import S3Error
 
+import failures
 from etl import DEFAULT_OUTPUT_LAYOUT, EtlError, is_date, layout_from_env
-from s3client import S3ConfigError, client_from_env
+from failures import Failure
+from s3client import client_from_env
 
 DEFAULT_BUCKET = "etlproj"
 DEFAULT_RESULT_PREFIX = "result"
@@ -67,8 +76,8 @@ SETTLE_LIMIT_FACTOR = 3
 DIGEST_META = "input-digest"
 
 
-class AggError(Exception):
-    """A problem with the arguments or the configuration, reported as one line."""
+class AggError(Failure):
+    """A problem with the arguments or the configuration, reported as one line (exit code 2)."""
 
 
 class InputChanged(Exception):
@@ -131,14 +140,14 @@ def settings_from_env(env=None, **overrides) -> Settings:
 
 
 def list_inputs(client: Minio, bucket: str, date: str, layout: str) -> list[Input]:
-    """The day's result files, sorted by key."""
+    """The day's result files at any depth below the date, sorted by key."""
     head, _, tail = layout.partition("{name}")
     head, tail = head.format(date=date), tail.format(date=date)
     found = []
     for obj in client.list_objects(bucket, prefix=head, recursive=True):
         key = obj.object_name
         name = key[len(head):len(key) - len(tail)] if key.endswith(tail) else ""
-        if obj.is_dir or not name or "/" in name or len(key) < len(head) + len(tail):
+        if obj.is_dir or not name.strip("/") or len(key) < len(head) + len(tail):
             continue
         found.append(Input(key, (obj.etag or "").strip('"'), obj.size or 0, obj.last_modified))
     return sorted(found, key=lambda i: i.key)
@@ -244,7 +253,12 @@ def read_file_stats(client: Minio, bucket: str, item: Input) -> dict:
         stats["best"] = _best_row(pf, table)
     except InputChanged:
         raise
-    except (pa.ArrowException, S3Error, KeyError, ValueError, OSError) as exc:
+    except S3Error as exc:
+        if failures.s3_code_retryable(exc.code, getattr(exc.response, "status", None)):
+            raise                        # throttled or unavailable: the run fails, a retry reads it
+        stats.pop("rows", None)
+        stats["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
         stats.pop("rows", None)
         stats["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return stats
@@ -472,19 +486,20 @@ def main(argv: list[str]) -> int:
                         help="read every file again instead of reusing the current result's "
                              "per-file numbers for unchanged files")
     args = parser.parse_args(argv)
-    try:
-        settings = settings_from_env(bucket=args.bucket, settle_seconds=args.settle_seconds,
-                                     max_rounds=args.max_rounds, workers=args.workers,
-                                     full=args.full)
-        report = run(args.date, settings)
-    except (AggError, S3ConfigError) as exc:
-        print(f"agg: error: {exc}", file=sys.stderr)
-        return 2
-    except S3Error as exc:
-        print(f"agg: error: S3 {exc.code} on {exc.bucket_name}/{exc.object_name}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, ensure_ascii=False, default=str))
-    return 0
+
+    def work() -> int:
+        try:
+            settings = settings_from_env(bucket=args.bucket, settle_seconds=args.settle_seconds,
+                                         max_rounds=args.max_rounds, workers=args.workers,
+                                         full=args.full)
+            report = run(args.date, settings)
+        except AggError as exc:
+            failures.fail("agg", str(exc), retryable=False)
+            return failures.EXIT_USAGE
+        print(json.dumps(report, ensure_ascii=False, default=str))
+        return failures.EXIT_OK
+
+    return failures.run_main("agg", work)
 
 
 if __name__ == "__main__":

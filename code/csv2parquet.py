@@ -8,26 +8,34 @@ Input format (the tutorial's): three comma-separated fields per line, `no` (inte
 inferred for the tutorial's files, so readers of the tutorial's Parquet keep working. A decimal score
 such as `95.5` is rejected ("not an integer"), never silently truncated.
 
-Defined behaviour:
+Defined behaviour (every line of the input is accounted for: the result's `lines` is
+`rows + rejected + blank_lines + header`, header being 1 when line 1 was a header):
 - Empty input (0 bytes, only a BOM, only blank lines or only the header): a Parquet file with the schema
   and 0 rows is still written, and the result says `"empty": true`. Downstream (aggregation) then sees
   the file as processed with 0 rows instead of "missing".
 - A header `no,name,score` on line 1 is skipped (`"header": true`), not rejected. Anywhere else it is an
   ordinary bad row.
 - A UTF-8 BOM is ignored; CRLF, LF and CR line ends are all accepted.
-- Blank (or whitespace-only) lines are ignored and counted in `blank_lines`.
+- Blank lines (empty, or only spaces/tabs) are ignored and counted in `blank_lines`. A line of empty
+  fields such as `,,` is not blank: it is rejected ("no is empty").
 - Bytes that are not valid UTF-8: the line is rejected with reason "not valid UTF-8" (its bytes are kept
   in the rejects file with backslash escapes); it never aborts the run.
-- No quoting: `"` is an ordinary character. The format has no quoted fields, and a quote that never
-  closes would otherwise swallow the rest of the file (or break block-wise streaming). A name holding a
-  comma therefore gives a wrong field count and is rejected.
+- Quoting as in RFC 4180, read as pandas (the tutorial's reader) reads it: `1,"Kim, Y",50` is one row
+  with the name `Kim, Y`; `""` inside a quoted field is a quote; a quote inside an unquoted field
+  (`x"y`) is text. A line is a row: a quoted field never runs past the end of its line, so a quote that
+  does not close on its line rejects that line only ("quote not closed on its line"), never the lines
+  after it (a quoted line break therefore gives two rejected lines).
+- A line longer than half the block (`max_line_bytes(block_size)`, 512 KiB by default) is rejected
+  on its own ("line is longer than ..."; the rejects file keeps its first 200 bytes), however long it
+  is, without ever holding it in memory; the rest of the file is converted.
 - Surrounding spaces in `no` and `score` are ignored; `+5` is accepted.
 
 The rejects file is a CSV `line,reason,text` (1-based physical line numbers, BOM not counted). It is
-written only when there is at least one reject.
+written only when there is at least one reject. The text of a row rejected for its values is the row
+written back as CSV (fields holding a comma quoted).
 
-How it streams: a reader thread runs pyarrow's streaming CSV reader (`open_csv`) over the file,
-block by block, every column read as a string, and casts `no`/`score` of each batch in one go; when
+How it streams: a reader thread runs pyarrow's streaming CSV reader (`open_csv`) over the file
+(served by `_GuardedFile`, which holds back the lines Arrow cannot take; see there), block by block, every column read as a string, and casts `no`/`score` of each batch in one go; when
 that cast fails for a batch, the calling thread casts it again with masks, so a bad row is removed
 and reported with its line number while the rest of the batch goes on. Good rows go to a
 `ParquetWriter` in row groups of `row_group_rows`. Memory is bounded by a few blocks plus one row
@@ -37,6 +45,7 @@ the most Arrow memory seen in use (sampled after every batch), which shows that 
 from __future__ import annotations
 
 import bisect
+import collections
 import csv
 import io
 import json
@@ -62,17 +71,23 @@ DEFAULT_ROW_GROUP_ROWS = 1 << 20      # rows per Parquet row group
 DEFAULT_COMPRESSION = "snappy"
 
 _BOM = b"\xef\xbb\xbf"
-_MAX_LINE_BYTES = 64 << 20            # a "line" longer than this is cut (it will be rejected anyway)
 _QUEUE_DEPTH = 2                      # parsed batches waiting for the writer
 _QUEUE_POLL_SECONDS = 0.5
 _INT_RE = r"^-?[0-9]{1,18}$"          # 18 digits always fit int64; longer ones are checked one by one
 _LONG_INT_RE = r"-?[0-9]{19,}"
-_REPLACEMENT = "\ufffd"
 _NOT_UTF8 = "not valid UTF-8"
 
 
+def max_line_bytes(block_size: int) -> int:
+    """The longest line converted: half a block, so that a line always ends within the block Arrow
+    reads it in (a longer one is rejected on its own)."""
+    return max(block_size // 2, 1)
+
+
 class ConvertError(Exception):
-    """The input could not be converted at all (not a per-row problem)."""
+    """The input could not be converted at all (not a per-row problem; a retry will not help)."""
+
+    retryable = False
 
 
 def convert(src_path: str, parquet_path: str, rejects_path: str, *,
@@ -83,14 +98,14 @@ def convert(src_path: str, parquet_path: str, rejects_path: str, *,
             metadata: dict[str, str] | None = None) -> dict[str, Any]:
     """Convert `src_path` to `parquet_path`; write rejected rows to `rejects_path` if there are any.
 
-    Returns a dict with at least `rows` (rows written), `rejected`, `empty`; also `header`,
+    Returns a dict with at least `lines`, `rows` (rows written), `rejected`, `empty`; also `header`,
     `blank_lines`, `batches`, `row_groups`, `arrow_bytes_high_water`, `source_bytes` and `rejects_path`
     (None when nothing was rejected; a stale file at that path is removed).
     """
     pool = pa.default_memory_pool()
     schema = SCHEMA.with_metadata(metadata) if metadata else SCHEMA
     rejects = _RejectsWriter(rejects_path)
-    stats = {"rows": 0, "rejected": 0, "header": False, "blank_lines": 0, "batches": 0,
+    stats = {"lines": 0, "rows": 0, "rejected": 0, "header": False, "blank_lines": 0, "batches": 0,
              "row_groups": 0, "arrow_bytes_high_water": 0}
     try:
         source_bytes = os.path.getsize(src_path)
@@ -129,6 +144,7 @@ def convert(src_path: str, parquet_path: str, rejects_path: str, *,
             rejects.close()
 
     return {
+        "lines": stats["lines"],
         "rows": stats["rows"],
         "rejected": stats["rejected"],
         "empty": stats["rows"] == 0 and stats["rejected"] == 0,
@@ -152,26 +168,52 @@ def _only_bom_or_nothing(path: str, size: int) -> bool:
 
 # --- reading ---------------------------------------------------------------------------------
 
+# One field as pandas and Arrow read it (RFC 4180): quoted ("" is a quote inside; whatever
+# follows the closing quote up to the comma is appended as text) or unquoted (a quote inside it
+# is text). A quoted field here never holds a line end: a line is a row.
+_FIELD = rb'(?:"(?:[^"\r\n]|"")*+"[^,\r\n]*+|[^,"\r\n][^,\r\n]*+|)'
+_LINE = _FIELD + rb'(?:,' + _FIELD + rb')*+'
+_GOOD_LINES = re.compile(rb'(?:' + _LINE + rb'(?:\r\n|\n|\r))*+')
+_GOOD_LINE = re.compile(_LINE)
+_EMPTY_LINE = re.compile(rb'(?:(?<=\n)|(?<=\r)(?!\n))(?=[\r\n])')
+# what a line Arrow must not see is served as: a skipped row (one field), see _GuardedFile
+_PLACEHOLDER = b"\0"
+_PLACEHOLDER_TEXT = _PLACEHOLDER.decode()
+_LONG_SAMPLE_BYTES = 200              # what the rejects file keeps of a line that is too long
 
-class _Utf8GuardedFile(io.RawIOBase):
-    """Serves the file to Arrow in whole lines; a line that is not UTF-8 is served repaired.
 
-    Arrow's invalid-row callback cannot even be called for a line that is not UTF-8 (pyarrow decodes
-    the text first, and the whole read fails), so such a line is repaired here (invalid bytes become
-    U+FFFD) and remembered: `repaired[repaired text] = [raw bytes, ...]`. Whoever meets a row with
-    U+FFFD looks it up there to tell a repaired line from one that really holds U+FFFD.
-    Checking is Arrow's UTF-8 validation of each piece (fast); only a failing piece is split up.
+class _GuardedFile(io.RawIOBase):
+    """Serves the file to Arrow in whole lines, each of which Arrow can parse on its own.
+
+    A line Arrow must not see is served as the line `_PLACEHOLDER` (its line end kept, so every
+    line keeps its number) and its (reason, text) is queued in `flagged`, in line order:
+    - a line that is not UTF-8 (Arrow's invalid-row callback cannot even be called for one: the
+      whole read fails), its bytes kept with backslash escapes;
+    - a line with a quote that does not close on that line (Arrow would carry the quoted field on
+      into the following lines);
+    - a line longer than `max_line_bytes` (Arrow fails the whole file on a row longer than its
+      block); only its first bytes are kept, so memory stays bounded whatever its length;
+    - a line that is the placeholder itself, so that every placeholder Arrow reports has its entry.
+    Arrow reports each placeholder as a skipped row (one field) with its line number; the consumer
+    takes the next entry of `flagged` for it. An empty line is served as one space: Arrow reads an
+    empty line as a row of empty fields, the same as `,,`, and a line of one space as a skipped
+    row, which the consumer counts as blank.
+    Checking is a few fast passes over each piece (Arrow's UTF-8 validation, byte searches, a
+    regular expression only when the piece holds a quote); only a piece that fails is split into
+    lines.
     """
 
-    def __init__(self, path: str, chunk_size: int):
+    def __init__(self, path: str, max_line_bytes: int, quoting: bool = True):
         super().__init__()
         self._fh = open(path, "rb", buffering=0)
-        self._chunk_size = max(chunk_size, 1 << 16)
+        self.max_line = max(max_line_bytes, 1)
+        self._chunk_size = self.max_line
+        self._quoting = quoting
         self._carry = b""
         self._ready = b""
         self._eof = False
-        self._at_start = True
-        self.repaired: dict[str, list[bytes]] = {}
+        self._first = True
+        self.flagged: collections.deque[tuple[str, str]] = collections.deque()
 
     def readable(self) -> bool:
         return True
@@ -182,7 +224,7 @@ class _Utf8GuardedFile(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         while not self._ready and not (self._eof and not self._carry):
-            self._fill()
+            self._ready = self._fill()
         if size < 0 or size >= len(self._ready):
             out, self._ready = self._ready, b""
         else:
@@ -194,8 +236,12 @@ class _Utf8GuardedFile(io.RawIOBase):
         buf[:len(data)] = data
         return len(data)
 
-    def _fill(self) -> None:
-        data = self._carry
+    def take(self) -> tuple[str, str]:
+        """(reason, text) of the next line that was served as the placeholder."""
+        return self.flagged.popleft()
+
+    def _fill(self) -> bytes:
+        data, self._carry = self._carry, b""
         while not self._eof:
             chunk = self._fh.read(self._chunk_size)
             if not chunk:
@@ -205,40 +251,104 @@ class _Utf8GuardedFile(io.RawIOBase):
             cut = _last_line_end(data)
             if cut:
                 self._carry = data[cut:]
-                self._ready = self._checked(data[:cut] if cut < len(data) else data)
-                return
-            if len(data) >= _MAX_LINE_BYTES:
+                return self._scrub(data[:cut])
+            if len(data) > self.max_line:
+                # The first line has no end yet and is already too long: read on to its end.
+                return self._skip_long_line(data)
+        return self._scrub(data)
+
+    def _skip_long_line(self, data: bytes) -> bytes:
+        """Reads past a line that is too long, keeping a sample; returns its placeholder. What
+        follows the line in the chunk it ended in goes round again as the carry."""
+        sample, length, buf = data[:_LONG_SAMPLE_BYTES], 0, data
+        while True:
+            end = _first_line_end(buf)
+            if end >= 0:
+                length += end
+                if buf[end] == 13 and end + 1 == len(buf):   # a CR last: is an LF next?
+                    more = self._fh.read(self._chunk_size)
+                    self._eof = not more
+                    buf += more
+                self._carry = buf[end + (2 if buf[end:end + 2] == b"\r\n" else 1):]
                 break
-        self._carry = b""
-        self._ready = self._checked(data)
+            length += len(buf)
+            buf = self._fh.read(self._chunk_size)
+            if not buf:
+                self._eof = True
+                break
+        if self._first:
+            self._first = False
+            if sample.startswith(_BOM):
+                sample, length = sample[len(_BOM):], length - len(_BOM)
+        self.flagged.append((f"line is longer than {self.max_line} bytes ({length} bytes)",
+                             _escaped(sample) + "..."))
+        return _PLACEHOLDER + b"\n"
 
-    def _checked(self, piece: bytes) -> bytes:
-        at_start, self._at_start = self._at_start, False
-        if _is_utf8(piece):
-            return piece
+    def _scrub(self, piece: bytes) -> bytes:
+        # Arrow skips a BOM at the start of the file, so the checks do too.
+        start = 0
+        if self._first:
+            self._first = False
+            start = len(_BOM) if piece.startswith(_BOM) else 0
+        if ((len(piece) <= self.max_line or _first_line_end(piece) in range(self.max_line + 1))
+                and _is_utf8(piece)
+                and piece.find(b"\0") < 0
+                and (not self._quoting or piece.find(b'"') < 0 or _quotes_close(piece, start))):
+            return _mark_empty_lines(piece, start)
         out = []
-        for i, line in enumerate(piece.splitlines(keepends=True)):
+        for number, line in enumerate(piece.splitlines(keepends=True)):
             body = line.rstrip(b"\r\n")
-            end = line[len(body):]
-            bom = b""
-            if at_start and i == 0 and body.startswith(_BOM):
-                bom, body = _BOM, body[len(_BOM):]
-            if not _is_utf8(body):
-                fixed = body.decode("utf-8", "replace")
-                self.repaired.setdefault(fixed, []).append(body)
-                line = bom + fixed.encode("utf-8") + end
-            out.append(line)
-        return b"".join(out)
+            text = body[start:] if number == 0 else body
+            why = None
+            if len(body) > self.max_line:
+                why = (f"line is longer than {self.max_line} bytes ({len(text)} bytes)",
+                       _escaped(text[:_LONG_SAMPLE_BYTES]) + "...")
+            elif not (text.isascii() or _decodes(text)):
+                why = (_NOT_UTF8, _escaped(text))
+            elif self._quoting and b'"' in text and not _GOOD_LINE.fullmatch(text):
+                why = ("quote not closed on its line", text.decode("utf-8"))
+            elif text == _PLACEHOLDER:
+                why = (f"expected {len(COLUMNS)} fields, got 1", text.decode("utf-8"))
+            if why is None:
+                out.append(line)
+            else:
+                self.flagged.append(why)
+                out.append(_PLACEHOLDER + (line[len(body):] or b"\n"))
+                if number == 0:
+                    start = 0    # the BOM went with the line
+        return _mark_empty_lines(b"".join(out), start)
 
-    def take_repaired(self, text: str) -> bytes | None:
-        """The raw bytes of a repaired line with this text, or None if no line was repaired so."""
-        raws = self.repaired.get(text)
-        if not raws:
-            return None
-        raw = raws.pop(0)
-        if not raws:
-            del self.repaired[text]
-        return raw
+
+def _mark_empty_lines(piece: bytes, start: int) -> bytes:
+    """Each empty line made a single space (see _GuardedFile)."""
+    if not piece:
+        return piece
+    arr = np.frombuffer(piece, dtype=np.uint8)
+    lf = arr == 10
+    if piece.find(b"\r") < 0:
+        empty = bool(np.any(lf[1:] & lf[:-1]))
+    else:
+        cr = arr == 13
+        end = lf | cr
+        empty = bool(np.any(end[1:] & end[:-1] & ~(cr[:-1] & lf[1:])))
+    if empty:
+        piece = _EMPTY_LINE.sub(b" ", piece)
+    if piece[start:start + 1] in (b"\n", b"\r"):   # a piece starts at the start of a line
+        piece = piece[:start] + b" " + piece[start:]
+    return piece
+
+
+def _quotes_close(piece: bytes, start: int = 0) -> bool:
+    end = _GOOD_LINES.match(piece, start).end()
+    return end == len(piece) or _GOOD_LINE.fullmatch(piece, end) is not None
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -248,6 +358,13 @@ def _is_utf8(data: bytes) -> bool:
     except pa.ArrowInvalid:
         return False
     return True
+
+
+def _first_line_end(data: bytes) -> int:
+    """Offset of the first CR or LF in `data`, -1 if there is none."""
+    lf = data.find(b"\n")
+    cr = data.find(b"\r", 0, lf if lf >= 0 else len(data))
+    return cr if cr >= 0 else lf
 
 
 def _last_line_end(data: bytes) -> int:
@@ -262,7 +379,7 @@ class _Producer(threading.Thread):
     """Parses blocks on its own thread and queues ("batch", (batch, int columns), skipped lines),
     then ("end", None, skipped lines) or ("error", exception, None), for the writer."""
 
-    def __init__(self, src: _Utf8GuardedFile, block_size: int, pool: pa.MemoryPool):
+    def __init__(self, src: _GuardedFile, block_size: int, pool: pa.MemoryPool):
         super().__init__(name="csv2parquet-reader", daemon=True)
         self.src = src
         self.block_size = block_size
@@ -291,10 +408,14 @@ class _Producer(threading.Thread):
                 pa.PythonFile(self.src, mode="r"),
                 read_options=pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False,
                                                block_size=self.block_size),
-                parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False,
+                # _GuardedFile serves only lines whose quotes close on the line: no value spans
+                # lines, so Arrow may split blocks at any line end.
+                parse_options=pacsv.ParseOptions(quote_char='"', double_quote=True,
+                                                 newlines_in_values=False,
+                                                 ignore_empty_lines=False,
                                                  invalid_row_handler=self._on_invalid_row),
                 convert_options=pacsv.ConvertOptions(
-                    # _Utf8GuardedFile has already validated (and repaired) every byte.
+                    # _GuardedFile has already validated every byte.
                     column_types={c: pa.string() for c in COLUMNS}, check_utf8=False,
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
                 memory_pool=self.pool)
@@ -316,9 +437,10 @@ class _Producer(threading.Thread):
 
 def _good_tables(src_path: str, block_size: int, pool: pa.MemoryPool,
                  rejects: "_RejectsWriter", stats: dict):
-    src = _Utf8GuardedFile(src_path, block_size)
+    src = _GuardedFile(src_path, max_line_bytes(block_size))
     producer = _Producer(src, block_size, pool)
     lines = _LineCounter()
+    last_skipped = 0
     producer.start()
     try:
         while True:
@@ -333,14 +455,17 @@ def _good_tables(src_path: str, block_size: int, pool: pa.MemoryPool,
                                    f"{type(payload).__name__}: {payload}") from payload
             for number, text in skipped:
                 lines.add_skipped(number)
+                last_skipped = number
                 _report_skipped_line(number, text, src, rejects, stats)
             if kind == "end":
                 rejects.flush()
+                # every line is a row or a skipped line, so the last of either is the count
+                stats["lines"] = max(lines.last_line, last_skipped)
                 return
             stats["batches"] += 1
             batch, ints = payload
             if batch.num_rows:
-                table = _cast_batch(batch, ints, lines.next_rows(batch.num_rows), src, pool,
+                table = _cast_batch(batch, ints, lines.next_rows(batch.num_rows), pool,
                                     rejects, stats)
                 if table.num_rows:
                     stats["rows"] += table.num_rows
@@ -352,15 +477,20 @@ def _good_tables(src_path: str, block_size: int, pool: pa.MemoryPool,
         src.close()
 
 
-def _report_skipped_line(number: int, text: str, src: _Utf8GuardedFile, rejects, stats) -> None:
-    raw = src.take_repaired(text) if src.repaired and _REPLACEMENT in text else None
-    if raw is not None:
-        rejects.add(number, _NOT_UTF8, _escaped(raw))
+def _report_skipped_line(number: int, text: str, src: _GuardedFile, rejects, stats) -> None:
+    if text == _PLACEHOLDER_TEXT:
+        rejects.add(number, *src.take())
     elif text.strip() == "":
         stats["blank_lines"] += 1
     else:
-        rejects.add(number, f"expected {len(COLUMNS)} fields, got {text.count(',') + 1}", text)
+        rejects.add(number, f"expected {len(COLUMNS)} fields, got {_field_count(text)}", text)
     stats["rejected"] = rejects.count
+
+
+def _field_count(text: str) -> int:
+    if '"' not in text:
+        return text.count(",") + 1
+    return len(next(csv.reader([text]), [""]))
 
 
 class _LineCounter:
@@ -402,28 +532,20 @@ def _try_int_casts(batch: pa.RecordBatch, pool) -> dict:
 
 
 def _cast_batch(batch: pa.RecordBatch, ints: dict, line_numbers: np.ndarray,
-                src: _Utf8GuardedFile, pool: pa.MemoryPool, rejects: "_RejectsWriter",
-                stats: dict) -> pa.Table:
-    """The batch's good rows in SCHEMA; every other row is dropped and, unless it is the header or
-    a blank line, reported with its line number. `ints` holds the columns _try_int_casts managed."""
+                pool: pa.MemoryPool, rejects: "_RejectsWriter", stats: dict) -> pa.Table:
+    """The batch's good rows in SCHEMA; every other row is dropped and, unless it is the header,
+    reported with its line number. `ints` holds the columns _try_int_casts managed."""
     cols = {c: batch.column(c) for c in COLUMNS}
-    dropped: dict[int, tuple[str, str] | None] = {}   # row -> (reason, text); None: drop silently
+    dropped: dict[int, tuple[str, str] | None] = {}   # row -> (reason, text); None: the header
 
-    if src.repaired:
-        _find_repaired_rows(cols, src, dropped, pool)
     if line_numbers[0] == 1 and _is_header(cols):
         stats["header"] = True
-        dropped.setdefault(0, None)
+        dropped[0] = None
 
     ints = dict(ints)
-    if ints["no"] is None or ints["score"] is None:
-        for i in np.flatnonzero(_blank_rows(cols, pool)):
-            if int(i) not in dropped:
-                dropped[int(i)] = None
-                stats["blank_lines"] += 1
-        for c in INTEGER_COLUMNS:
-            if ints[c] is None:
-                ints[c] = _cast_ints_masked(cols, c, dropped, pool)
+    for c in INTEGER_COLUMNS:
+        if ints[c] is None:
+            ints[c] = _cast_ints_masked(cols, c, dropped, pool)
 
     table = pa.Table.from_arrays([ints["no"], cols["name"], ints["score"]], schema=SCHEMA)
     if not dropped:
@@ -437,32 +559,19 @@ def _cast_batch(batch: pa.RecordBatch, ints: dict, line_numbers: np.ndarray,
     return table.filter(pa.array(keep))
 
 
+def _quoted(field: str) -> str:
+    # As a CSV writer would (so the text reads back as the same fields)
+    if "," in field or field.startswith('"'):
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
 def _row_text(cols: dict, i: int) -> str:
-    return ",".join(cols[c][i].as_py() for c in COLUMNS)
-
-
-def _find_repaired_rows(cols: dict, src: _Utf8GuardedFile, dropped: dict, pool) -> None:
-    suspect = None
-    for c in COLUMNS:
-        has = pc.match_substring(cols[c], _REPLACEMENT, memory_pool=pool)
-        suspect = has if suspect is None else pc.or_(suspect, has, memory_pool=pool)
-    for i in np.flatnonzero(suspect.to_numpy(zero_copy_only=False)):
-        raw = src.take_repaired(_row_text(cols, int(i)))
-        if raw is not None:
-            dropped[int(i)] = (_NOT_UTF8, _escaped(raw))
+    return ",".join(_quoted(cols[c][i].as_py()) for c in COLUMNS)
 
 
 def _is_header(cols: dict) -> bool:
     return tuple(cols[c][0].as_py().strip().lower() for c in COLUMNS) == COLUMNS
-
-
-def _blank_rows(cols: dict, pool) -> np.ndarray:
-    blank = None
-    for c in COLUMNS:
-        empty = pc.equal(pc.utf8_trim_whitespace(cols[c], memory_pool=pool), "",
-                         memory_pool=pool)
-        blank = empty if blank is None else pc.and_(blank, empty, memory_pool=pool)
-    return blank.to_numpy(zero_copy_only=False)
 
 
 def _cast_ints_masked(cols: dict, name: str, dropped: dict, pool) -> pa.Array:

@@ -5,20 +5,38 @@ bounded memory) and uploads
     the Parquet file to  OUTPUT_LAYOUT   (default `output/{date}/{name}.parquet`)
     rejected rows to     REJECTS_LAYOUT  (default `rejects/{date}/{name}.csv`, only when there are
                                           any; a stale rejects object from an earlier run is removed)
-and prints one JSON line with the counts.
+and prints one JSON line with the counts (`lines = rows + rejected + blank_lines + header`).
 
-`name` is the file name without `.csv`. `date` is the folder holding the file when that folder is a
-date `YYYYMMDD` (`input/20230414/1.csv` -> `20230414`, `1`); otherwise (`input/test.csv`) it is the
-day the object was uploaded, in UTC, from the object's Last-Modified. The layouts are Python format
-strings with only `{date}` and `{name}`; the aggregation (`agg.py`) reads OUTPUT_LAYOUT too, and
-the agg Sensor derives the date from the folder above the file, so a custom layout must keep
-`{date}` as the folder that holds `{name}`.
+`name` is the key's path below `input/`, without `.csv`, so files of the same name in different
+folders never share an output; `date` is the folder holding the file when that folder is a date
+`YYYYMMDD` (the folder is then not part of `name`), otherwise the day the object was uploaded, in
+UTC, from the object's Last-Modified:
+
+    input/20230414/1.csv          -> output/20230414/1.parquet
+    input/test.csv                -> output/<upload day>/test.parquet
+    input/teamA/x.csv             -> output/<upload day>/teamA/x.parquet
+    input/teamB/x.csv             -> output/<upload day>/teamB/x.parquet
+    input/teamA/20230414/x.csv    -> output/20230414/teamA/x.parquet
+    input/teamA/X.CSV             -> output/<upload day>/teamA/X.CSV.parquet
+
+Only a final `.csv` in lower case is dropped, and not when the rest still ends in `.csv` (any
+case): `x.CSV` and `x.csv.csv` keep their whole name, so no two names map to one output. One case
+remains where two keys could name the same output: `input/P/<day>/x.csv` and `input/P/x.csv`
+uploaded on that day. Every output carries its input key (object metadata `source-key`, and
+`source` in the Parquet metadata), and a run refuses to replace an output written from another
+key: it fails, writes nothing, and names both keys (exit code 1, see failures.py).
+
+The layouts are Python format strings with only `{date}` and `{name}` (`name` may hold `/`); the
+aggregation (`agg.py`) reads OUTPUT_LAYOUT too and takes every file of the day at any depth. The
+agg Sensor must derive the date from the key's folder right below `output/`, not from the folder
+holding the file.
 
 The key is used exactly as given: MinIO's listen API delivers keys raw (not URL-encoded), so a `+`
 or a space in a file name is part of the name and is never decoded.
 
 An empty input still produces a Parquet file (schema, 0 rows); see csv2parquet.py for every rule on
-malformed input. S3 access comes from the S3_* variables (s3client.py).
+malformed input. S3 access comes from the S3_* variables (s3client.py). A failure ends the run with
+one line on stderr and an exit code that tells a retry apart from a lost cause (failures.py).
 """
 from __future__ import annotations
 
@@ -29,21 +47,33 @@ import string
 import sys
 import tempfile
 from datetime import datetime, timezone
+from urllib.parse import quote, unquote
 
 from minio import Minio
 from minio.error import S3Error
 
 import csv2parquet
-from s3client import S3ConfigError, client_from_env
+import failures
+from failures import Failure
+from s3client import client_from_env
 
 DEFAULT_OUTPUT_LAYOUT = "output/{date}/{name}.parquet"
 DEFAULT_REJECTS_LAYOUT = "rejects/{date}/{name}.csv"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+INPUT_PREFIX = "input/"
+SUFFIX = ".csv"
+SOURCE_META = "source-key"        # object metadata of every output: the input it was made from
 _DATE_RE = re.compile(r"\d{8}")
 
 
-class EtlError(Exception):
-    """A problem with the input or the configuration, reported as one line."""
+class EtlError(Failure):
+    """A problem with the input, the configuration or the store, reported as one line."""
+
+
+def s3_failure(action: str, exc: S3Error) -> EtlError:
+    return EtlError(f"{action}: {exc.code}",
+                    retryable=failures.s3_code_retryable(exc.code,
+                                                         getattr(exc.response, "status", None)))
 
 
 def layout_from_env(var: str, default: str, env=None) -> str:
@@ -74,16 +104,49 @@ def is_date(text: str) -> bool:
     return True
 
 
-def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
-    """(`YYYYMMDD`, name) for an input key; see the module docstring for the rule."""
-    folder, _, base = key.rpartition("/")
-    name = base[:-4] if base.lower().endswith(".csv") else base
+def stem(base: str) -> str:
+    """The file name without `.csv`: only a lower-case `.csv` goes, and only when what is left does
+    not end in `.csv` itself (any case), so that two names never give the same stem."""
+    if base.endswith(SUFFIX) and not base[:-len(SUFFIX)].lower().endswith(SUFFIX):
+        return base[:-len(SUFFIX)]
+    return base
+
+
+def date_and_name(key: str, uploaded: datetime, prefix: str = INPUT_PREFIX) -> tuple[str, str]:
+    """(`YYYYMMDD`, name) for an input key: name is the path below `prefix` (or below `/` for an
+    FTP path) without `.csv`, less a date folder holding the file, which gives the date; see the
+    module docstring."""
+    rel = key[len(prefix):] if prefix and key.startswith(prefix) else key
+    folder, _, base = rel.lstrip("/").rpartition("/")
+    name = stem(base)
     if not name:
         raise EtlError(f"key {key!r} has no file name")
-    parent = folder.rpartition("/")[2]
+    above, _, parent = folder.rpartition("/")
     if is_date(parent):
-        return parent, name
-    return uploaded.astimezone(timezone.utc).strftime("%Y%m%d"), name
+        date, folder = parent, above
+    else:
+        date = uploaded.astimezone(timezone.utc).strftime("%Y%m%d")
+    return date, f"{folder}/{name}" if folder else name
+
+
+def source_metadata(source_key: str) -> dict[str, str]:
+    """Object metadata naming the input (S3 metadata is ASCII: the key is percent-encoded)."""
+    return {SOURCE_META: quote(source_key, safe="/")}
+
+
+def check_output_is_ours(client: Minio, bucket: str, out_key: str, source_key: str) -> None:
+    """Refuses to replace an output that was written from another input (see the docstring)."""
+    try:
+        meta = client.stat_object(bucket, out_key).metadata
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NotFound", "ResourceNotFound"):
+            return
+        raise s3_failure(f"cannot check s3://{bucket}/{out_key}", exc) from exc
+    theirs = meta.get(f"x-amz-meta-{SOURCE_META}")
+    if theirs is not None and unquote(theirs) != source_key:
+        raise EtlError(f"s3://{bucket}/{out_key} holds the rows of {unquote(theirs)!r}, and "
+                       f"{source_key!r} maps to the same output: nothing written; rename one of "
+                       "the two files")
 
 
 def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
@@ -98,7 +161,7 @@ def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
         try:
             stat = client.fget_object(bucket, key, src)
         except S3Error as exc:
-            raise EtlError(f"cannot download s3://{bucket}/{key}: {exc.code}") from exc
+            raise s3_failure(f"cannot download s3://{bucket}/{key}", exc) from exc
         date, name = date_and_name(key, stat.last_modified)
         out_key = output_layout.format(date=date, name=name)
         rejects_key = rejects_layout.format(date=date, name=name)
@@ -108,17 +171,24 @@ def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
         result = csv2parquet.convert(src, parquet, rejects, metadata={
             "source": f"s3://{bucket}/{key}", "source_etag": stat.etag or ""})
 
-        # Rejects first: the Parquet upload is what triggers the aggregation.
-        if result["rejected"]:
-            client.fput_object(bucket, rejects_key, rejects, content_type="text/csv")
-        else:
-            client.remove_object(bucket, rejects_key)
-        client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE)
+        meta = source_metadata(key)
+        try:
+            check_output_is_ours(client, bucket, out_key, key)
+            # Rejects first: the Parquet upload is what triggers the aggregation.
+            if result["rejected"]:
+                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv",
+                                   metadata=meta)
+            else:
+                client.remove_object(bucket, rejects_key)
+            client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE,
+                               metadata=meta)
+        except S3Error as exc:
+            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
 
     summary = {
         "bucket": bucket, "key": key, "date": date, "name": name, "output": out_key,
         "rejects": rejects_key if result["rejected"] else None,
-        **{k: result[k] for k in ("rows", "rejected", "empty", "header", "blank_lines",
+        **{k: result[k] for k in ("lines", "rows", "rejected", "blank_lines", "header", "empty",
                                   "source_bytes")},
     }
     if result["empty"]:
@@ -127,16 +197,17 @@ def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """Exit codes: failures.py (0 done, 1 a retry will not help, 2 usage, 75 a retry may help)."""
     if len(argv) != 2:
         print("usage: etl.py BUCKET KEY", file=sys.stderr)
-        return 2
-    try:
+        return failures.EXIT_USAGE
+
+    def work() -> int:
         summary = run(argv[0], argv[1])
-    except (EtlError, S3ConfigError, csv2parquet.ConvertError) as exc:
-        print(f"etl: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
+        print(json.dumps(summary, ensure_ascii=False))
+        return failures.EXIT_OK
+
+    return failures.run_main("etl", work)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,25 @@ bad rows to a rejects CSV) and uploaded to the bucket (`--bucket`, else `ETL_BUC
     rejected rows to     FTP_REJECTS_LAYOUT  (default `ftp/rejects/{date}/{name}.csv`, only when
                                               there are any; a stale one from an earlier run is removed)
 
-then one JSON line with the counts is printed. `name` and `date` follow etl.py's rule: `name` is the
-file name without `.csv`; `date` is the folder holding the file when it is a `YYYYMMDD` date
-(`/in/20230414/1.csv` -> `20230414`), otherwise the day the file was last modified on the FTP
-server in UTC (MDTM; today in UTC if the server has no MDTM).
+then one JSON line with the counts is printed. `name` and `date` follow etl.py's rule, with the path
+below the FTP root in place of the path below `input/`: `name` is the file's path without `.csv`
+(its folders kept, so files of the same name in different folders never share an output), less a
+`YYYYMMDD` folder holding the file, which is then the date; otherwise the date is the day the file
+was last modified on the FTP server in UTC (MDTM; today in UTC if the server has no MDTM):
+
+    /in/20230414/1.csv   -> ftp/output/20230414/in/1.parquet
+    /20230414/1.csv      -> ftp/output/20230414/1.parquet
+    /in/2024/01/x.csv    -> ftp/output/<day>/in/2024/01/x.parquet
+    /in/2024/02/x.csv    -> ftp/output/<day>/in/2024/02/x.parquet
+
+As in etl.py, an output written from another path is never replaced (the run fails naming both).
 
 FTP settings come from the environment (the password from Secret `ftp-secret`, never from
 arguments): FTP_HOST, FTP_PORT (21), FTP_USER, FTP_PASSWORD, FTP_PASSIVE (true),
 FTP_TIMEOUT_SECONDS (60). S3/MinIO access: the S3_* variables (see s3client.py). Error messages
-name variables and paths, never a credential.
+name variables and paths, never a credential. A failure is one line and an exit code (failures.py):
+75 when the FTP server or S3 was unreachable or answered "try later" (4xx), 1 when a retry cannot
+help (no such file, login refused, bad settings), 2 for wrong arguments.
 """
 from __future__ import annotations
 
@@ -33,8 +43,10 @@ from minio import Minio
 from minio.error import S3Error
 
 import csv2parquet
-from etl import PARQUET_CONTENT_TYPE, EtlError, date_and_name, layout_from_env
-from s3client import S3ConfigError, client_from_env
+import failures
+from etl import (PARQUET_CONTENT_TYPE, EtlError, check_output_is_ours, date_and_name,
+                 layout_from_env, s3_failure, source_metadata)
+from s3client import client_from_env
 
 # outside output/: the MinIO aggregation listens on output/*.parquet and must not fire for FTP results
 DEFAULT_OUTPUT_LAYOUT = "ftp/output/{date}/{name}.parquet"
@@ -104,6 +116,10 @@ def download(path: str, dest: str, settings: dict) -> datetime | None:
             if code == "530":
                 raise EtlError(f"FTP login to {settings['host']} refused ({code}): check Secret ftp-secret") from None
             raise EtlError(f"cannot download {path!r} from FTP {settings['host']}: {exc}") from None
+        except ftplib.error_temp as exc:   # 4xx: the server says "try later"
+            last_error = exc
+            print(f"ftp_etl: download attempt {attempt + 1}/{DOWNLOAD_ATTEMPTS} of {path!r} failed: "
+                  f"{exc}", file=sys.stderr)
         except ftplib.all_errors as exc:
             last_error = exc
             print(f"ftp_etl: download attempt {attempt + 1}/{DOWNLOAD_ATTEMPTS} of {path!r} failed: "
@@ -114,7 +130,8 @@ def download(path: str, dest: str, settings: dict) -> datetime | None:
             except OSError:
                 pass
     raise EtlError(f"cannot download {path!r} from FTP {settings['host']}:{settings['port']} after "
-                   f"{DOWNLOAD_ATTEMPTS} attempts: {type(last_error).__name__}: {last_error}")
+                   f"{DOWNLOAD_ATTEMPTS} attempts: {type(last_error).__name__}: {last_error}",
+                   retryable=True)
 
 
 def run(path: str, bucket: str | None = None, client: Minio | None = None, env=None) -> dict:
@@ -134,7 +151,7 @@ def run(path: str, bucket: str | None = None, client: Minio | None = None, env=N
     with tempfile.TemporaryDirectory(prefix="ftp-etl-") as work:
         src = os.path.join(work, "input.csv")
         mtime = download(path, src, settings)
-        date, name = date_and_name(path, mtime or datetime.now(timezone.utc))
+        date, name = date_and_name(path, mtime or datetime.now(timezone.utc), prefix="")
         out_key = output_layout.format(date=date, name=name)
         rejects_key = rejects_layout.format(date=date, name=name)
 
@@ -143,20 +160,25 @@ def run(path: str, bucket: str | None = None, client: Minio | None = None, env=N
         result = csv2parquet.convert(src, parquet, rejects, metadata={
             "source": source, "source_mtime": mtime.isoformat() if mtime else ""})
 
+        meta = source_metadata(path)
         try:
+            check_output_is_ours(client, bucket, out_key, path)
             # rejects first, as etl.py does: the Parquet upload is what downstream listens for
             if result["rejected"]:
-                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv")
+                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv",
+                                   metadata=meta)
             else:
                 client.remove_object(bucket, rejects_key)
-            client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE)
+            client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE,
+                               metadata=meta)
         except S3Error as exc:
-            raise EtlError(f"cannot upload to s3://{bucket}/{out_key}: {exc.code}") from exc
+            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
 
     summary = {
         "source": source, "bucket": bucket, "date": date, "name": name, "output": out_key,
         "rejects": rejects_key if result["rejected"] else None,
-        **{k: result[k] for k in ("rows", "rejected", "empty", "header", "blank_lines", "source_bytes")},
+        **{k: result[k] for k in ("lines", "rows", "rejected", "blank_lines", "header", "empty",
+                                  "source_bytes")},
     }
     if result["empty"]:
         summary["message"] = "input has no data rows: wrote a Parquet file with 0 rows"
@@ -168,13 +190,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("path", help="full path of the file on the FTP server (the event's body.name)")
     parser.add_argument("--bucket", help="target bucket (default: env ETL_BUCKET)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         summary = run(args.path, args.bucket)
-    except (EtlError, S3ConfigError, csv2parquet.ConvertError) as exc:
-        print(f"ftp_etl: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
+        print(json.dumps(summary, ensure_ascii=False))
+        return failures.EXIT_OK
+
+    return failures.run_main("ftp_etl", work)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,21 @@ One message may carry several Records; each is processed on its own.
 - Keys in S3 notifications are form-encoded (`a b.csv` arrives as `a+b.csv`): decoded with unquote_plus.
 - Only objects of the expected bucket (env S3_ETL_BUCKET, when set) under `input/` ending in `.csv` are
   processed: a forged message cannot point the job anywhere else (its IAM user could not either).
-- `input/<path>.csv` becomes `output/<path>.parquet`; bad rows go to `output/<path>.rejects.csv`
-  (only when there are any). The conversion is `csv2parquet.convert` (streaming, bounded memory).
+- `input/<path>.csv` becomes `output/<path>.parquet` (the folders below `input/` kept, so files of
+  the same name in different folders never share an output); bad rows go to
+  `output/<path>.rejects.csv` (only when there are any; a stale one from an earlier run of the same
+  file is deleted, which needs s3:DeleteObject on output/). Only a final lower-case `.csv` is
+  dropped, as in etl.py (`input/X.CSV` -> `output/X.CSV.parquet`), so no two inputs share an output.
+  The conversion is `csv2parquet.convert` (streaming, bounded memory).
 - Credentials: boto3's default chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the Secret),
-  AWS_REGION, and AWS_ENDPOINT_URL when set (tests).
+  AWS_REGION, and AWS_ENDPOINT_URL when set (tests). boto3 retries each call (standard mode,
+  AWS_MAX_ATTEMPTS attempts, default 5).
 
-Prints one JSON line per record. Exit code: 0 when every record was processed or skipped, 1 when one
-failed (the others are still processed), 2 when MESSAGE is not JSON.
+Prints one JSON line per record; when a record failed, it ends with one line on stderr naming the
+failures. Exit code (failures.py): 0 when every record was processed or skipped; 75 when a record
+failed and a retry may help (S3 unreachable, throttled, 5xx: every record is processed again, which
+is idempotent); 1 when records failed and no retry can help (no such object, access denied, ...);
+2 when MESSAGE is not JSON or missing.
 """
 from __future__ import annotations
 
@@ -27,6 +35,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
+
+import failures
+from etl import stem
 
 INPUT_PREFIX = "input/"
 OUTPUT_PREFIX = "output/"
@@ -87,9 +98,8 @@ def records(message: str) -> tuple[list[Record], str]:
 
 def output_key(key: str) -> str:
     rest = key[len(INPUT_PREFIX):] if key.startswith(INPUT_PREFIX) else key
-    if rest.lower().endswith(SUFFIX):
-        rest = rest[: -len(SUFFIX)]
-    return f"{OUTPUT_PREFIX}{rest}.parquet"
+    folder, slash, base = rest.rpartition("/")
+    return f"{OUTPUT_PREFIX}{folder}{slash}{stem(base)}.parquet"
 
 
 def rejects_key(key: str) -> str:
@@ -110,9 +120,14 @@ def s3_client():
     import boto3
     from botocore.config import Config
 
+    try:
+        attempts = max(1, int(os.environ.get("AWS_MAX_ATTEMPTS") or 5))
+    except ValueError:
+        raise failures.Failure("AWS_MAX_ATTEMPTS must be a number") from None
     return boto3.client("s3", region_name=os.environ.get("AWS_REGION") or None,
                         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                        config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
+                        config=Config(retries={"mode": "standard",
+                                               "total_max_attempts": attempts}))
 
 
 def process(s3, record: Record, workdir: str) -> dict:
@@ -124,30 +139,39 @@ def process(s3, record: Record, workdir: str) -> dict:
     s3.download_file(record.bucket, record.key, local)
     result = convert(local, parquet, rejects)
     out = output_key(record.key)
-    s3.upload_file(parquet, record.bucket, out)
-    summary = {"bucket": record.bucket, "key": record.key, "output": out, "rows": result["rows"],
-               "rejected": result["rejected"], "empty": result["empty"]}
+    summary = {"bucket": record.bucket, "key": record.key, "output": out,
+               **{k: result[k] for k in ("lines", "rows", "rejected", "blank_lines", "header",
+                                         "empty")}}
+    # rejects first (as etl.py): when the Parquet file is there, its rejects are final
     if result.get("rejects_path"):
         summary["rejects"] = rejects_key(record.key)
         s3.upload_file(rejects, record.bucket, summary["rejects"])
+    else:
+        # a fixed file uploaded again: its earlier rejects must not stay behind
+        s3.delete_object(Bucket=record.bucket, Key=rejects_key(record.key))
+    s3.upload_file(parquet, record.bucket, out)
     return summary
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: s3_etl.py MESSAGE  (the SNS Message JSON string, or the whole SNS envelope)", file=sys.stderr)
-        return 2
+        return failures.EXIT_USAGE
     try:
         found, reason = records(argv[0])
     except BadMessage as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        failures.fail("s3_etl", str(exc), retryable=False)
+        return failures.EXIT_USAGE
     if not found:
         print(json.dumps({"skipped": reason}), flush=True)
-        return 0
+        return failures.EXIT_OK
+    return failures.run_main("s3_etl", lambda: _process_all(found))
+
+
+def _process_all(found: list[Record]) -> int:
     bucket = os.environ.get("S3_ETL_BUCKET") or None
     s3 = None
-    failed = 0
+    failed: list[tuple[str, str, bool]] = []
     for record in found:
         reason = why_skipped(record, bucket)
         if reason:
@@ -158,9 +182,17 @@ def main(argv: list[str]) -> int:
             try:
                 print(json.dumps(process(s3, record, workdir)), flush=True)
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
-                failed += 1
-                print(json.dumps({"key": record.key, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
-    return 1 if failed else 0
+                cause, retryable = failures.classify(exc)
+                failed.append((record.key, cause, retryable))
+                print(json.dumps({"key": record.key, "error": cause, "retryable": retryable}),
+                      flush=True)
+    if not failed:
+        return failures.EXIT_OK
+    retryable = any(r for _, _, r in failed)
+    listed = "; ".join(f"{key}: {cause}" for key, cause, _ in failed[:3])
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return failures.fail("s3_etl", f"{len(failed)} of {len(found)} records failed: {listed}{more}",
+                         retryable)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from minio import Minio
 from minio.credentials import (AWSConfigProvider, ChainedProvider, EnvAWSProvider,
                                IamAwsProvider)
 
+from failures import Failure
+
 AWS_ENDPOINT = "s3.amazonaws.com"
 # Every request is bounded: connect and read timeouts, and a few retries with backoff.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -30,8 +32,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class S3ConfigError(Exception):
-    """The S3_* environment is incomplete or malformed."""
+class S3ConfigError(Failure):
+    """The S3_* environment is incomplete or malformed (a retry will not help)."""
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> dict:

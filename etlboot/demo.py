@@ -71,13 +71,17 @@ def expected_rows(path: Path) -> list[tuple[int, str, int]]:
 
 
 def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
-    """Output naming of the pipeline: a YYYYMMDD parent folder is the date, else the upload day (UTC)."""
-    folder, _, base = key.rpartition("/")
-    name = base[:-4] if base.lower().endswith(".csv") else base
-    parent = folder.rpartition("/")[2]
+    """Output naming of the pipeline: the path below input/ without a final lower-case `.csv`
+    (kept whole when the rest still ends in .csv); a YYYYMMDD folder holding the file is the date
+    (and leaves the name), else the upload day (UTC)."""
+    folder, _, base = key.removeprefix("input/").lstrip("/").rpartition("/")
+    name = base[:-4] if base.endswith(".csv") and not base[:-4].lower().endswith(".csv") else base
+    above, _, parent = folder.rpartition("/")
     if len(parent) == 8 and parent.isdigit():
-        return parent, name
-    return uploaded.astimezone(timezone.utc).strftime("%Y%m%d"), name
+        date, folder = parent, above
+    else:
+        date = uploaded.astimezone(timezone.utc).strftime("%Y%m%d")
+    return date, f"{folder}/{name}" if folder else name
 
 
 # -- upload ---------------------------------------------------------------------------------------

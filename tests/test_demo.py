@@ -172,3 +172,23 @@ def test_user_file_must_exist_and_be_csv(world, capsys, tmp_path):
     assert run_demo("upload", file=str(tmp_path / "data.txt")) == 1
     out = capsys.readouterr().out
     assert "no such file" in out and "input/*.csv" in out
+
+
+def test_verify_names_outputs_as_the_etl_does():
+    """demo.verify computes output keys on its own; they must be the ones code/etl.py writes."""
+    import sys
+    from datetime import datetime, timezone
+
+    from etlboot import PROJECT_ROOT
+    from etlboot.demo import date_and_name
+
+    sys.path.insert(0, str(PROJECT_ROOT / "code"))
+    try:
+        import etl
+    finally:
+        sys.path.remove(str(PROJECT_ROOT / "code"))
+    day = datetime(2023, 4, 14, 12, tzinfo=timezone.utc)
+    for key in ("input/test.csv", "input/20230414/1.csv", "input/teamA/x.csv",
+                "input/teamA/20230101/x.csv", "input/X.CSV", "input/a.csv.csv",
+                "input/class 3+4 점수.csv"):
+        assert date_and_name(key, day) == etl.date_and_name(key, day), key

@@ -300,3 +300,37 @@ def test_runs_as_a_program(s3):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "DATE must be YYYYMMDD" in bad.stderr
     assert s3.env["S3_SECRET_KEY"] not in proc.stdout + proc.stderr + bad.stderr
+
+
+def test_the_day_includes_outputs_in_subfolders(s3):
+    # etl.py keeps the input's folders: input/teamA/x.csv and input/teamB/x.csv of one day
+    for team, rows in (("teamA", b"1,aaa,10\n2,bbb,95\n"), ("teamB", b"3,ccc,99\n")):
+        s3.client.put_object(s3.bucket, f"input/{team}/{DATE}/x.csv", io.BytesIO(rows), len(rows))
+        assert etl.run(s3.bucket, f"input/{team}/{DATE}/x.csv")["output"] == \
+            f"output/{DATE}/{team}/x.parquet"
+    put_parquet(s3, f"output/{DATE}/top.parquet", [(4, "ddd", 50)])
+    report = agg.run(DATE, settings(s3))
+    assert report["outcome"] == "written" and report["files"] == 3
+    result = summary(s3)
+    assert [f["key"] for f in result["files"]] == [
+        f"output/{DATE}/teamA/x.parquet", f"output/{DATE}/teamB/x.parquet",
+        f"output/{DATE}/top.parquet"]
+    assert result["total_rows"] == 4
+    assert result["max"] == {"no": 3, "name": "ccc", "score": 99,
+                             "file": f"output/{DATE}/teamB/x.parquet"}
+
+
+def test_unreachable_s3_is_one_line_and_the_retry_code(s3):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "AGG_"))}
+    env.update(s3.env, AGG_SETTLE_SECONDS="0", S3_ENDPOINT=f"127.0.0.1:{port}")
+    proc = subprocess.run([sys.executable, str(ROOT / "code" / "agg.py"), DATE, "--bucket",
+                           s3.bucket], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 75
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("agg: error: S3 unreachable: ")
+    assert proc.stderr.endswith("(retry may help)\n")

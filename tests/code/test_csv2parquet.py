@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +14,7 @@ import csv2parquet
 from csv2parquet import SCHEMA, convert
 
 TUTORIAL = b"1,aaa,100\n2,bbb,80\n3,ccc,90\n"
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "data"
 
 
 def run(tmp_path, data: bytes, **kwargs):
@@ -20,12 +22,25 @@ def run(tmp_path, data: bytes, **kwargs):
     src.write_bytes(data)
     out, rej = tmp_path / "out.parquet", tmp_path / "rejects.csv"
     result = convert(str(src), str(out), str(rej), **kwargs)
+    assert_every_line_accounted_for(result, data)
     table = pq.read_table(out)
     rejects = []
     if rej.exists():
         with open(rej, encoding="utf-8", newline="") as fh:
             rejects = [(int(r["line"]), r["reason"], r["text"]) for r in csv.DictReader(fh)]
     return result, table, rejects
+
+
+def physical_lines(data: bytes) -> int:
+    """Lines as a reader counts them (LF, CRLF and CR end a line; a BOM is not a line)."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    return len(data.splitlines())
+
+
+def assert_every_line_accounted_for(result: dict, data: bytes) -> None:
+    assert result["lines"] == physical_lines(data)
+    assert result["lines"] == (result["rows"] + result["rejected"] + result["blank_lines"]
+                               + int(result["header"]))
 
 
 def test_tutorial_file(tmp_path):
@@ -120,12 +135,162 @@ def test_non_utf8_is_rejected_not_fatal(tmp_path):
                        (3, "not valid UTF-8", "3,c\\xfec,1,2")]
 
 
-def test_quotes_are_data(tmp_path):
-    result, table, rejects = run(tmp_path, b'1,"kim",10\n2,"lee, jr",20\n3,"a\n4,b",40\n')
-    # a quote opens nothing: the line break ends the row, and `4,b"` is an ordinary name
-    assert table.to_pydict() == {"no": [1, 4], "name": ['"kim"', 'b"'], "score": [10, 40]}
-    assert [r[:2] for r in rejects] == [(2, "expected 3 fields, got 4"),
-                                       (3, "expected 3 fields, got 2")]
+def test_quoted_fields_are_read_as_pandas_reads_them(tmp_path):
+    data = (b'1,"Kim, Y",50\n'            # a comma inside quotes: one field
+            b'2,"say ""hi""",60\n'        # "" is a quote inside a quoted field
+            b'"3","lee",70\n'             # any field may be quoted
+            b'4,x"y,80\n'                 # a quote inside an unquoted field is text
+            b'5,"",90\n')                 # an empty quoted name
+    result, table, rejects = run(tmp_path, data)
+    assert rejects == [] and result["rows"] == 5
+    import pandas as pd
+
+    expected = pd.read_csv(tmp_path / "in.csv", names=["no", "name", "score"],
+                           keep_default_na=False)
+    assert table.to_pydict() == expected.to_dict("list")
+    assert table.column("name").to_pylist() == ["Kim, Y", 'say "hi"', "lee", 'x"y', ""]
+
+
+def test_a_quote_that_never_closes_rejects_only_its_own_line(tmp_path):
+    good = [f"{n},name {n},{n % 100}".encode() for n in range(1, 3001)]
+    lines = list(good)
+    lines[9] = b'10,"never closed,1'            # line 10
+    lines[1499] = b'1500,"also open'            # line 1500
+    lines[2999] = b'3000,"at the end,3'         # the last line, no line end after it
+    data = b"\n".join(lines)
+    # small blocks: the open quotes sit in different blocks, one at the very end
+    result, table, rejects = run(tmp_path, data, block_size=4096)
+    assert rejects == [(10, "quote not closed on its line", '10,"never closed,1'),
+                       (1500, "quote not closed on its line", '1500,"also open'),
+                       (3000, "quote not closed on its line", '3000,"at the end,3')]
+    assert table.column("no").to_pylist() == [n for n in range(1, 3000) if n not in (10, 1500)]
+    # a quoted field that holds a line break is two lines, each rejected on its own
+    result, table, rejects = run(tmp_path, b'1,a,1\n2,"two\nlines",2\n3,c,3\n')
+    assert table.column("no").to_pylist() == [1, 3]
+    assert rejects == [(2, "quote not closed on its line", '2,"two'),
+                       (3, "expected 3 fields, got 2", 'lines",2')]
+    # after a BOM too
+    result, table, rejects = run(tmp_path, b'\xef\xbb\xbf"1,a,1\n2,b,2\n')
+    assert rejects == [(1, "quote not closed on its line", '"1,a,1')]
+    assert table.column("no").to_pylist() == [2]
+
+
+def test_rejected_text_keeps_quoted_fields_quoted(tmp_path):
+    _, _, rejects = run(tmp_path, b'1,"Kim, Y",x\n')
+    assert rejects == [(1, "score is not an integer: 'x'", '1,"Kim, Y",x')]
+
+
+def _long_line_file(path, before: int, line_bytes: int, after: int, eol: bytes = b"\n",
+                    valid: bool = False) -> None:
+    with open(path, "wb") as fh:
+        for n in range(1, before + 1):
+            fh.write(f"{n},a{n},{n % 100}".encode() + eol)
+        fh.write(f"{before + 1},".encode() if valid else b"x")
+        left = line_bytes - (len(f"{before + 1},") + 3 if valid else 1)
+        while left > 0:
+            step = min(left, 1 << 20)
+            fh.write(b"y" * step)
+            left -= step
+        fh.write((b",42" if valid else b"") + eol)
+        for n in range(before + 2, before + 2 + after):
+            fh.write(f"{n},b{n},{n % 100}".encode() + eol)
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_a_line_longer_than_a_block_is_rejected_alone(tmp_path, eol):
+    src = tmp_path / "in.csv"
+    _long_line_file(src, before=5000, line_bytes=3 << 20, after=5000, eol=eol)
+    out, rej = tmp_path / "out.parquet", tmp_path / "rejects.csv"
+    result = convert(str(src), str(out), str(rej))
+    assert (result["rows"], result["rejected"], result["lines"]) == (10000, 1, 10001)
+    rejects = csv2parquet.read_rejects(str(rej))
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        ("5001", f"line is longer than {1 << 19} bytes ({3 << 20} bytes)")]
+    assert rejects[0]["text"].startswith("xyyy") and len(rejects[0]["text"]) < 300
+    nos = pq.read_table(out).column("no").to_pylist()
+    assert nos == list(range(1, 5001)) + list(range(5002, 10002))
+
+
+def test_a_long_line_at_the_end_without_line_end_and_a_long_valid_row(tmp_path):
+    # the longest line converted is half a block; a valid row that long is kept
+    src = tmp_path / "in.csv"
+    _long_line_file(src, before=3, line_bytes=1 << 19, after=2, valid=True)
+    result, table, rejects = run(tmp_path, src.read_bytes())
+    assert rejects == [] and result["rows"] == 6
+    assert len(table.column("name")[3].as_py()) == (1 << 19) - len("4,") - 3
+    # one byte more and it is rejected, alone; the last line has no line end
+    data = b"1,a,1\n" + b"2," + b"z" * (1 << 19) + b",5"
+    result, table, rejects = run(tmp_path, data)
+    assert table.column("no").to_pylist() == [1]
+    assert [r[:2] for r in rejects] == [(2, f"line is longer than {1 << 19} bytes "
+                                            f"({(1 << 19) + 4} bytes)")]
+
+
+def test_a_huge_line_is_skipped_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    src = tmp_path / "in.csv"
+    _long_line_file(src, before=10, line_bytes=64 << 20, after=10)
+    tracemalloc.start()
+    try:
+        result = convert(str(src), str(tmp_path / "o.parquet"), str(tmp_path / "r.csv"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result["rows"], result["rejected"]) == (20, 1)
+    assert peak < 8 << 20      # a few chunks, never the 64 MiB line
+
+
+def test_a_row_of_empty_fields_is_rejected_not_blank(tmp_path):
+    result, table, rejects = run(tmp_path, b"1,a,1\n,,\n\n  \n , , \n\r\n2,b,2\n")
+    assert rejects == [(2, "no is empty", ",,"), (5, "no is empty", " , , ")]
+    assert (result["rows"], result["rejected"], result["blank_lines"], result["lines"]) == \
+        (2, 2, 3, 7)
+
+
+def test_a_reject_after_a_repaired_line_has_its_own_line_number(tmp_path):
+    # line 1 really holds U+FFFD; line 3 is not UTF-8 and reads as the same text once repaired
+    data = "1,a\ufffdb,1\n2,ok,2\n1,a\udcffb,1\n4,x,oops\n".encode("utf-8", "surrogateescape")
+    result, table, rejects = run(tmp_path, data)
+    assert table.to_pydict() == {"no": [1, 2], "name": ["a\ufffdb", "ok"], "score": [1, 2]}
+    assert rejects == [(3, "not valid UTF-8", "1,a\\xffb,1"),
+                       (4, "score is not an integer: 'oops'", "4,x,oops")]
+
+
+def test_a_line_that_is_only_a_nul_byte_is_an_ordinary_bad_line(tmp_path):
+    result, table, rejects = run(tmp_path, b"1,a,1\n\0\n\xff\n2,b,2\n")
+    assert rejects == [(2, "expected 3 fields, got 1", "\0"), (3, "not valid UTF-8", "\\xff")]
+    assert table.column("no").to_pylist() == [1, 2]
+
+
+FIXTURES = {
+    "tutorial": TUTORIAL,
+    "header-bom-crlf": b"\xef\xbb\xbfno,name,score\r\n1,a,1\r\n\r\n2,b,2\r\n",
+    "cr-only": b"1,a,1\r\r2,b,2\r,,\r",
+    "no-final-line-end": b"1,a,1\n2,b",
+    "blank-and-empty-fields": b"\n\n,,\n  \n\t\n1,a,1\n\n",
+    "bad-rows": b"1,a\n2,b,c\n3,c,3,4\nno,name,score\n4,d,95.5\n,5,\n",
+    "utf8": "1,점수,1\n2,\ufffd,2\n".encode() + b"3,\xff,3\n\xfe\n",
+    "quotes": b'1,"a,b",1\n2,"open\n3,"x""y",3\n"4,d,4\n5,e"e,5\n',
+    "nul": b"\0\n1,\0,1\n\0",
+    "only-blank": b"\n \n\r\n",
+    "header-only": b"no,name,score",
+    "empty": b"",
+    "bom-only": b"\xef\xbb\xbf",
+}
+
+
+@pytest.mark.parametrize("data", list(FIXTURES.values()), ids=list(FIXTURES))
+def test_every_line_is_a_row_a_reject_a_blank_or_the_header(tmp_path, data):
+    for block_size in (64, 1 << 20):
+        result, table, rejects = run(tmp_path, data, block_size=block_size)  # run() checks it
+        assert len(rejects) == result["rejected"] and table.num_rows == result["rows"]
+
+
+@pytest.mark.parametrize("path", sorted(DEMO.rglob("*.csv")), ids=lambda p: p.name)
+def test_every_line_of_the_demo_files_is_accounted_for(tmp_path, path):
+    result, table, rejects = run(tmp_path, path.read_bytes())
+    assert result["rows"] == table.num_rows > 0
 
 
 def test_stale_rejects_file_is_removed(tmp_path):

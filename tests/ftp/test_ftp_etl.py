@@ -40,9 +40,10 @@ def keys(s3):
 def test_dated_folder_gives_the_output_key(ftp_root, etl_env, s3):
     write_file(ftp_root / "in" / "20230414" / "1.csv", "1,aaa,80\n2,bbb,90\n3,ccc,100\n")
     summary = ftp_etl.run("/in/20230414/1.csv", env=etl_env)
-    assert summary["output"] == "ftp/output/20230414/1.parquet"
+    # the folders above the date folder stay part of the name
+    assert summary["output"] == "ftp/output/20230414/in/1.parquet"
     assert (summary["rows"], summary["rejected"], summary["empty"], summary["rejects"]) == (3, 0, False, None)
-    table = read_parquet(s3, "ftp/output/20230414/1.parquet")
+    table = read_parquet(s3, "ftp/output/20230414/in/1.parquet")
     assert table.to_pylist() == [
         {"no": 1, "name": "aaa", "score": 80},
         {"no": 2, "name": "bbb", "score": 90},
@@ -50,7 +51,7 @@ def test_dated_folder_gives_the_output_key(ftp_root, etl_env, s3):
     ]
     meta = table.schema.metadata
     assert meta[b"source"].decode().endswith("/in/20230414/1.csv")
-    assert keys(s3) == ["ftp/output/20230414/1.parquet"]
+    assert keys(s3) == ["ftp/output/20230414/in/1.parquet"]
 
 
 def test_undated_file_uses_its_ftp_modification_day(ftp_root, etl_env, s3):
@@ -135,3 +136,50 @@ def test_as_a_program(ftp_root, etl_env, s3):
                             env=etl_env, capture_output=True, text=True, timeout=60, cwd=str(CODE))
     assert failed.returncode == 1
     assert "ftp_etl: error: cannot download '/missing.csv'" in failed.stderr
+
+
+def test_same_file_name_in_two_folders_gives_two_outputs(ftp_root, etl_env, s3):
+    stamp = time.mktime((2024, 3, 1, 12, 0, 0, 0, 0, -1))
+    for month, rows in (("01", "1,jan,1\n"), ("02", "2,feb,2\n3,feb,3\n")):
+        path = write_file(ftp_root / "in" / "2024" / month / "x.csv", rows)
+        os.utime(path, (stamp, stamp))
+    day = time.strftime("%Y%m%d", time.gmtime(stamp))
+    jan = ftp_etl.run("/in/2024/01/x.csv", env=etl_env)
+    feb = ftp_etl.run("/in/2024/02/x.csv", env=etl_env)
+    assert (jan["output"], feb["output"]) == (f"ftp/output/{day}/in/2024/01/x.parquet",
+                                              f"ftp/output/{day}/in/2024/02/x.parquet")
+    assert read_parquet(s3, jan["output"]).column("name").to_pylist() == ["jan"]
+    assert read_parquet(s3, feb["output"]).column("name").to_pylist() == ["feb", "feb"]
+    assert (jan["lines"], feb["lines"]) == (1, 2)
+
+
+def test_an_output_made_from_another_path_is_never_replaced(ftp_root, etl_env, s3):
+    stamp = time.mktime((2024, 3, 1, 12, 0, 0, 0, 0, -1))
+    day = time.strftime("%Y%m%d", time.gmtime(stamp))
+    write_file(ftp_root / "p" / day / "x.csv", "1,dated,1\n")
+    undated = write_file(ftp_root / "p" / "x.csv", "2,undated,2\n")
+    os.utime(undated, (stamp, stamp))
+    assert ftp_etl.run(f"/p/{day}/x.csv", env=etl_env)["output"] == f"ftp/output/{day}/p/x.parquet"
+    with pytest.raises(ftp_etl.EtlError, match="maps to the same output") as info:
+        ftp_etl.run("/p/x.csv", env=etl_env)
+    assert info.value.retryable is False and f"/p/{day}/x.csv" in str(info.value)
+    assert read_parquet(s3, f"ftp/output/{day}/p/x.parquet").column("name").to_pylist() == ["dated"]
+
+
+def test_exit_codes_tell_a_retry_from_a_lost_cause(etl_env):
+    def program(*args, **env):
+        return subprocess.run([sys.executable, str(CODE / "ftp_etl.py"), *args],
+                              env=dict(etl_env, **env), capture_output=True, text=True, timeout=60,
+                              cwd=str(CODE))
+
+    down = program("/a.csv", FTP_PORT=str(free_port()), FTP_TIMEOUT_SECONDS="2")
+    assert down.returncode == 75
+    last = down.stderr.strip().splitlines()[-1]
+    assert last.startswith("ftp_etl: error: cannot download '/a.csv'") and "after 3 attempts" in last
+    assert last.endswith("(retry may help)")
+    for args, env in [(("/missing.csv",), {}), (("/a.csv",), {"FTP_PASSWORD": "wrong-pw"}),
+                      (("/a.csv",), {"FTP_PORT": "x"})]:
+        proc = program(*args, **env)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("(retrying will not help)\n")
+    assert program().returncode == 2
