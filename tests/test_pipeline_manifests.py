@@ -62,10 +62,14 @@ def go_path_base(p: str) -> str:  # Go's path.Base
 def go_template(template: str, data: dict) -> str:
     """Evaluates the subset of Go text/template + sprig our dataTemplates use:
     one action `{{ PIPELINE }}` where PIPELINE is `ARG | fn | fn`, ARG a field chain on `.Input` or
-    on a parenthesised `index X N`; functions `dir` and `base` (sprig: path.Dir, path.Base)."""
+    on a parenthesised `index X N`; functions `dir` and `base` (sprig: path.Dir, path.Base); or
+    `index (splitList "SEP" ARG) N` (sprig's splitList, Go's index)."""
     m = re.fullmatch(r"\{\{\s*(.+?)\s*\}\}", template)
     if not m:
         raise ValueError("expected exactly one {{ ... }} action")
+    split = re.fullmatch(r'index \(splitList "([^"]*)" (.+)\) (\d+)', m.group(1).strip())
+    if split:  # sprig's splitList, then Go's index of the list
+        return str(str(_go_operand(split.group(2), {"Input": data})).split(split.group(1))[int(split.group(3))])
     stages = [s.strip() for s in m.group(1).split("|")]
     value = _go_operand(stages[0], {"Input": data})
     for fn in stages[1:]:
@@ -195,6 +199,9 @@ def test_etl_sensor_passes_bucket_and_raw_key():
     ("output/20230414/3.parquet", "20230414"),
     ("output/20230414/class 3+4 점수.parquet", "20230414"),
     ("output/20261127/test.parquet", "20261127"),
+    # outputs keep the input's folders (input/teamA/x.csv -> output/<day>/teamA/x.parquet)
+    ("output/20261127/teamA/x.parquet", "20261127"),
+    ("output/20261127/teamA/sub/x.parquet", "20261127"),
 ])
 def test_agg_sensor_derives_date_from_key(key, date):
     wf = fire(docs_by_kind()[("Sensor", "agg")], agg_event(key))
@@ -274,3 +281,22 @@ def test_eventsources_watch_the_right_objects(name, prefix, suffix):
     assert put["endpoint"] == "minio:9000" and put["insecure"] is True
     assert put["accessKey"] == {"name": "minio-credentials", "key": "root-user"}
     assert put["secretKey"] == {"name": "minio-credentials", "key": "root-password"}
+
+
+@pytest.mark.parametrize("group, name", [("pipeline", "etl"), ("pipeline", "agg"), ("ftp", "ftp-etl")])
+def test_workflows_retry_only_what_a_retry_can_fix(group, name):
+    """The programs' exit codes (code/failures.py) decide: 75 is retried, 1 and 2 are not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("failures", ROOT / "code" / "failures.py")
+    failures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(failures)
+    docs = [d for path in sorted((ROOT / "manifests" / group).glob("*.yaml")) for d in render_manifest(path)]
+    template = next(d for d in docs if d["kind"] == "WorkflowTemplate" and d["metadata"]["name"] == name)
+    strategies = [t["retryStrategy"] for t in template["spec"]["templates"] if "retryStrategy" in t]
+    assert strategies
+    for strategy in strategies:
+        assert strategy["retryPolicy"] == "Always"
+        expression = strategy["expression"]
+        assert f"asInt(lastRetry.exitCode) == {failures.EXIT_RETRY}" in expression
+        assert 'lastRetry.status == "Error"' in expression
