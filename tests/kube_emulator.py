@@ -53,6 +53,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+try:  # imported both as `kube_emulator` (tests/ on sys.path) and as `tests.kube_emulator`
+    import kube_emulator_defaults as _defaults
+except ImportError:  # pragma: no cover
+    from tests import kube_emulator_defaults as _defaults
+
 __all__ = ["KubeEmulator", "ApiError", "ResourceType"]
 
 GIT_VERSION = "v1.34.0"
@@ -122,7 +127,9 @@ def status_body(code: int, message: str, reason: str | None = None, details: dic
         "reason": reason or STATUS_REASONS.get(code, "Unknown"),
         "details": details or {},
         "code": code,
-    }
+    } if reason is not False else {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+        "details": details or {}, "code": code}
 
 
 class ApiError(Exception):
@@ -132,7 +139,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.reason = reason or STATUS_REASONS.get(code, "Unknown")
+        # reason=False: no reason at all (the real server's 500s from server-side apply have none)
+        self.reason = reason if reason is False else (reason or STATUS_REASONS.get(code, "Unknown"))
         self.details = {}
         if name:
             self.details["name"] = name
@@ -145,6 +153,19 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return status_body(self.code, self.message, self.reason, self.details)
+
+
+class _PageNotFound(ApiError):
+    """An unknown group, or a CRD whose routes are not up yet: the mux's plain-text 404."""
+
+    def __init__(self):
+        super().__init__(404, "404 page not found")
+
+
+def _options_invalid(options_kind, field, reason, detail, code=422):
+    """A 422 about the request options (CreateOptions, ListOptions, ...), as the real server words it."""
+    return ApiError(code, f'{options_kind}.meta.k8s.io "" is invalid: {field}: {detail}', kind=options_kind,
+                    group="meta.k8s.io", causes=[{"reason": reason, "message": detail, "field": field}])
 
 
 class ResourceType:
@@ -530,6 +551,19 @@ def _fields_v1(cfg, prefix=()):
     return out
 
 
+def _paths_tree(paths):
+    tree = {}
+    for path in sorted(paths, key=lambda p: [str(x) for x in p]):
+        cur = tree
+        for key in path[:-1]:
+            cur = cur.setdefault(key, {})
+            if not isinstance(cur, dict):
+                break
+        else:
+            cur.setdefault(path[-1], {})
+    return tree
+
+
 def _strip_for_compare(obj):
     o = copy.deepcopy(obj)
     meta = o.get("metadata") or {}
@@ -539,6 +573,107 @@ def _strip_for_compare(obj):
         if isinstance(entry, dict):
             entry.pop("time", None)
     return o
+
+
+# -- protobuf request bodies (application/vnd.kubernetes.protobuf) --------------------------------------
+# client-go's typed clientset sends protobuf when asked to; helm's release storage (Secrets
+# sh.helm.release.v1.*) does. Decoded here for the messages that need it: Secret, ConfigMap, DeleteOptions.
+_PB_TIME = {1: ("seconds", "int"), 2: ("nanos", "int")}
+_PB_OWNER = {1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
+             6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
+_PB_META = {1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"), 4: ("selfLink", "str"),
+            5: ("uid", "str"), 6: ("resourceVersion", "str"), 7: ("generation", "int"),
+            8: ("creationTimestamp", _PB_TIME), 9: ("deletionTimestamp", _PB_TIME),
+            10: ("deletionGracePeriodSeconds", "int"), 11: ("labels", "map:str"), 12: ("annotations", "map:str"),
+            13: ("ownerReferences", ("list", _PB_OWNER)), 14: ("finalizers", "list:str")}
+_PB_MESSAGES = {
+    ("v1", "Secret"): {1: ("metadata", _PB_META), 2: ("data", "map:bytes"), 3: ("type", "str"),
+                       4: ("stringData", "map:str"), 5: ("immutable", "bool")},
+    ("v1", "ConfigMap"): {1: ("metadata", _PB_META), 2: ("data", "map:str"), 3: ("binaryData", "map:bytes"),
+                          4: ("immutable", "bool")},
+    ("v1", "DeleteOptions"): {1: ("gracePeriodSeconds", "int"),
+                              2: ("preconditions", {1: ("uid", "str"), 2: ("resourceVersion", "str")}),
+                              3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "str"),
+                              5: ("dryRun", "list:str")},
+}
+
+
+def _pb_fields(buf: bytes):
+    """(field number, wire type, value) of one protobuf message: varints as int, length-delimited as bytes."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = buf[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    while i < len(buf):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, wire, varint()
+        elif wire == 2:
+            size = varint()
+            yield number, wire, buf[i:i + size]
+            i += size
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            yield number, wire, buf[i:i + width]
+            i += width
+        else:
+            raise ApiError(415, f"unsupported protobuf wire type {wire}")
+
+
+def _pb_decode(buf: bytes, schema: dict) -> dict:
+    out: dict = {}
+    for number, _wire, value in _pb_fields(buf):
+        if number not in schema:
+            continue
+        name, kind = schema[number]
+        if kind == "str":
+            out[name] = value.decode("utf-8")
+        elif kind == "int":
+            out[name] = value
+        elif kind == "bool":
+            out[name] = bool(value)
+        elif kind == "list:str":
+            out.setdefault(name, []).append(value.decode("utf-8"))
+        elif isinstance(kind, str) and kind.startswith("map:"):
+            entry = {n: v for n, _w, v in _pb_fields(value)}
+            raw_value = entry.get(2, b"")
+            out.setdefault(name, {})[entry.get(1, b"").decode("utf-8")] = (
+                base64.b64encode(raw_value).decode() if kind == "map:bytes" else raw_value.decode("utf-8"))
+        elif isinstance(kind, tuple):
+            out.setdefault(name, []).append(_pb_decode(value, kind[1]))
+        elif kind is _PB_TIME:
+            t = _pb_decode(value, kind)
+            if t.get("seconds"):
+                out[name] = datetime.fromtimestamp(t["seconds"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            out[name] = _pb_decode(value, kind)
+    return out
+
+
+def _protobuf_to_json(raw: bytes) -> bytes:
+    """The JSON form of a `k8s\\x00`-enveloped protobuf body (runtime.Unknown around the typed message)."""
+    if not raw:
+        return raw
+    if not raw.startswith(b"k8s\x00"):
+        raise ApiError(415, "protobuf body without the k8s envelope")
+    unknown = {n: v for n, _w, v in _pb_fields(raw[4:])}
+    type_meta = {n: v.decode("utf-8") for n, _w, v in _pb_fields(unknown.get(1, b""))}
+    api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
+    schema = _PB_MESSAGES.get((api_version, kind))
+    if schema is None:
+        raise ApiError(415, f"the emulator cannot decode protobuf {api_version}/{kind}; send JSON")
+    obj = _pb_decode(unknown.get(2, b""), schema)
+    return json.dumps(dict({"apiVersion": api_version, "kind": kind}, **obj)).encode("utf-8")
 
 
 def _parse_body(raw: bytes, allow_yaml=True):
@@ -657,7 +792,28 @@ class KubeEmulator:
         self.auto_crd_established = True  # CRDs get Established/NamesAccepted conditions
         self.auto_namespace_active = True  # Namespaces get status.phase Active
         self.auto_complete_jobs = True    # Jobs get a Complete condition
+        self.auto_namespace_defaults = True  # new Namespaces get the `default` SA and kube-root-ca.crt
         self.max_watch_seconds = 1800.0
+        # like a real control plane, controllers act a moment after the write that triggers them
+        self.controller_delay_seconds = 0.02
+        self.crd_establish_seconds = 0.2      # real: 0.2 s (minimal CRD) to ~4 s (Argo's 2.4 MB CRD)
+        self.token_fill_seconds = 0.1         # real: ~0.13 s for a service-account-token Secret
+        self.namespace_finalize_seconds = 0.5  # real: ~5.6 s from DELETE until the namespace is gone
+        self.future_rv_wait_seconds = 3.0     # a too-new resourceVersion: 504 after this long
+        # bearer tokens that authenticate (as an admin). With reject_unknown_tokens, other tokens get 401 as on
+        # a real server (even for /version); off by default because stand-ins (minikube) write their own
+        self.tokens = {"kube-emulator-token"}
+        self.reject_unknown_tokens = False
+        # client-go (helm, kubectl) sends no credentials over plain http (clientcmd merges the kubeconfig user
+        # only for TLS), and the in-process stand-ins (tests/examples/argo_standin.py) call without a token:
+        # so by default anonymous acts as admin; set False for a real server's 403 (test_kube_recordings does)
+        self.anonymous_admin = True
+        self._local = threading.local()   # per request: user agent, warnings
+        self._updaters = {}               # (skey, ns, name) -> {(manager, subresource): set of field paths}
+        self._tasks = []                  # (due monotonic time, seq, fn) for the simulated controllers
+        self._task_seq = 0
+        self._controller_thread = None
+        self._established = set()         # (group, plural) of CRDs whose routes are served
         self._hooks = []                  # (kind-or-plural lowercase | "*", fn)
         self._types = {}                  # (group, version, plural) -> ResourceType
         self._store = {}                  # skey -> {(ns, name): obj}
@@ -665,7 +821,7 @@ class KubeEmulator:
         self._pod_logs = {}               # (ns, name) -> text
         self._rv = 1000
         self._events = []                 # (rv, type, skey, ns, obj)
-        self._events_floor = self._rv
+        self._events_floor = 0             # a young cluster's watch cache still holds every event
         self._requests = []
         self._faults = []
         self._delays = []
@@ -688,7 +844,42 @@ class KubeEmulator:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name=f"kube-emulator-{self.port}", daemon=True)
         self._thread.start()
+        self._controller_thread = threading.Thread(target=self._run_tasks, name=f"kube-emulator-kcm-{self.port}",
+                                                   daemon=True)
+        self._controller_thread.start()
         return self
+
+    def _schedule(self, delay, fn):
+        """Run ``fn()`` (with the store lock held) after ``delay`` seconds on the controller thread."""
+        with self._cond:
+            self._task_seq += 1
+            self._tasks.append((time.monotonic() + max(delay, 0.0), self._task_seq, fn))
+            self._cond.notify_all()
+
+    def _run_tasks(self):
+        while not self._stopping.is_set():
+            with self._cond:
+                now = time.monotonic()
+                due = sorted(t for t in self._tasks if t[0] <= now)
+                if not due:
+                    nxt = min((t[0] for t in self._tasks), default=now + 0.5)
+                    self._cond.wait(min(max(nxt - now, 0.005), 0.5))
+                    continue
+                self._tasks = [t for t in self._tasks if t[0] > now]
+                for _when, _seq, fn in due:
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001 - a controller bug must not kill the thread
+                        traceback.print_exc()
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the simulated controllers have nothing left to do (tests that need a quiet store)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._tasks:
+                    return
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -702,6 +893,9 @@ class KubeEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._controller_thread is not None:
+            self._controller_thread.join(timeout=5)
+            self._controller_thread = None
 
     def __enter__(self):
         return self.start()
@@ -858,7 +1052,7 @@ class KubeEmulator:
         with self._lock:
             old = self._store[rt.skey].get((ns, meta["name"]))
             result, _ = self._commit(rt, ns, meta["name"], old, obj, dry=False, main=run_controllers,
-                                     keep_body_status=True)
+                                     keep_body_status=True, sync_controllers=True)
             return result
 
     def set_status(self, kind: str, name: str, status: dict, namespace: str | None = None) -> dict:
@@ -903,14 +1097,24 @@ class KubeEmulator:
         except Exception:  # noqa: BLE001 - logging only
             logged_body = raw.decode("utf-8", "replace")
         entry = {"method": method, "path": path, "query": query, "content_type": ctype,
-                 "status": None, "body": logged_body}
+                 "status": None, "body": logged_body,
+                 # who asked: the tool's kubernetes client, or a stand-in / real helm
+                 "user_agent": handler.headers.get("User-Agent") or ""}
 
         fault = self._take_rule(self._faults, method, path)
+        self._local.user_agent = handler.headers.get("User-Agent") or ""
+        self._local.warnings = []
         try:
+            self._authenticate(handler.headers.get("Authorization"), path)
             if fault is not None:
                 raise ApiError(fault.status, fault.message or f"injected failure ({fault.status})",
                                reason=fault.reason)
+            if ctype_base == "application/vnd.kubernetes.protobuf":
+                raw, ctype_base = _protobuf_to_json(raw), "application/json"
+                entry["body"] = _parse_body(raw)
             result = self._dispatch(method, path, query, ctype_base, raw)
+        except _PageNotFound:
+            result = (404, "404 page not found\n", "text/plain; charset=utf-8")
         except ApiError as exc:
             result = (exc.code, exc.body(), "application/json")
         except Exception as exc:  # noqa: BLE001
@@ -931,9 +1135,15 @@ class KubeEmulator:
             data = json.dumps(payload).encode("utf-8")
         else:
             data = str(payload).encode("utf-8")
+        if code == 204:
+            data = b""
         try:
             handler.send_response(code)
-            handler.send_header("Content-Type", content_type)
+            if content_type and code != 204:
+                handler.send_header("Content-Type", content_type)
+            if self._local.warnings:
+                handler.send_header("Warning", ", ".join(
+                    '299 - "%s"' % w.replace("\\", "\\\\").replace('"', '\\"') for w in self._local.warnings))
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             if method != "HEAD":
@@ -941,6 +1151,31 @@ class KubeEmulator:
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             handler.close_connection = True
+
+    def _authenticate(self, authorization, path):
+        """401 for a bad token (even on /version); anonymous users see only version and health."""
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if self.reject_unknown_tokens and (scheme.lower() != "bearer" or token.strip() not in self.tokens):
+                raise ApiError(401, "Unauthorized")
+            return
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] in (["version"], ["healthz"], ["readyz"], ["livez"]) or self.anonymous_admin:
+            return
+        raise ApiError(403, f'forbidden: User "system:anonymous" cannot get path "{path}"')
+
+    def _warn(self, text):
+        warnings = getattr(self._local, "warnings", None)
+        if warnings is not None and text not in warnings:
+            warnings.append(text)
+
+    def _manager_name(self, query):
+        """fieldManager, else the User-Agent up to its first '/', as the real server derives it."""
+        name = query.get("fieldManager") if query else None
+        if name:
+            return name
+        agent = getattr(self._local, "user_agent", "") or ""
+        return agent.split("/", 1)[0] or "unknown"
 
     def _send_watch(self, handler, watch):
         try:
@@ -967,7 +1202,9 @@ class KubeEmulator:
         if parts and parts[0] in ("healthz", "readyz", "livez"):
             return 200, "ok", "text/plain"
         if not parts:
-            return 200, {"paths": ["/api", "/api/v1", "/apis", "/version", "/healthz"]}, "application/json"
+            return 200, {"paths": ["/api", "/api/v1", "/apis", "/openapi/v3", "/version", "/healthz"]}, "application/json"
+        if parts[0] == "openapi" and parts[1:2] == ["v3"]:
+            return self._only_get(method, self._openapi_v3(parts[2:]))
         if parts[0] == "api":
             if len(parts) == 1:
                 return self._only_get(method, self._api_versions())
@@ -978,11 +1215,20 @@ class KubeEmulator:
             if len(parts) == 2:
                 grp = self._api_group(parts[1])
                 if grp is None:
-                    raise ApiError(404, "the server could not find the requested resource")
+                    raise _PageNotFound()
                 return self._only_get(method, grp)
             group, version, rest = parts[1], parts[2], parts[3:]
+            if self._api_group(group) is None:
+                raise _PageNotFound()
         else:
-            raise ApiError(404, "the server could not find the requested resource")
+            raise _PageNotFound()
+
+        watch_path = False
+        if rest[:1] == ["watch"]:
+            # the deprecated /api/v1/watch/... form: a watch, on a collection or (by name) one object
+            watch_path, rest = True, rest[1:]
+            if not rest:
+                raise ApiError(404, "the server could not find the requested resource")
 
         if not rest:
             lst = self._resource_list(group, version)
@@ -1000,11 +1246,31 @@ class KubeEmulator:
         sub = rest[2] if len(rest) > 2 else None
         with self._lock:
             rt = self._types.get((group, version, plural))
+            if rt is not None and rt.custom and rt.skey not in self._established:
+                # a CRD's routes are served only once it is Established
+                if not any(t.custom and t.group == group and t.skey in self._established
+                           for t in self._types.values()):
+                    raise _PageNotFound()
+                rt = None
         if rt is None or (ns is not None and not rt.namespaced):
             raise ApiError(404, "the server could not find the requested resource")
         dry = query.get("dryRun") == "All"
         if query.get("dryRun") not in (None, "All"):
-            raise ApiError(400, f"unsupported dryRun value {query.get('dryRun')!r}")
+            options = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions",
+                       "DELETE": "DeleteOptions"}.get(method, "ListOptions")
+            raise _options_invalid(options, "dryRun", "FieldValueNotSupported",
+                                   f'Unsupported value: ["{query.get("dryRun")}"]: supported values: "All"')
+        if query.get("fieldValidation") not in (None, "", "Ignore", "Strict", "Warn"):
+            options = {"POST": "CreateOptions", "PUT": "UpdateOptions"}.get(method, "PatchOptions")
+            raise _options_invalid(options, "fieldValidation", "FieldValueNotSupported",
+                                   f'Unsupported value: "{query["fieldValidation"]}": supported values: "", '
+                                   f'"Ignore", "Strict", "Warn"')
+        if watch_path:
+            if method != "GET" or sub is not None:
+                raise ApiError(405, "the server does not allow this method on the requested resource")
+            if name is not None:
+                query = dict(query, fieldSelector=f"metadata.name={name}")
+            return _Watch(self._watch_events(rt, ns, query))
 
         if name is None:
             if method == "GET":
@@ -1024,13 +1290,15 @@ class KubeEmulator:
         ns = ns or ""
         if sub is None:
             if method == "GET":
+                self._check_list_options(query, single=True)
+                self._wait_for_rv(query.get("resourceVersion"))
                 return 200, self._read(rt, ns, name), "application/json"
             if method == "PUT":
                 return self._replace(rt, ns, name, _parse_body(raw), dry, main=True)
             if method == "PATCH":
                 return self._patch(rt, ns, name, ctype, raw, query, dry, main=True)
             if method == "DELETE":
-                return self._delete(rt, ns, name, _parse_body(raw), dry)
+                return self._delete(rt, ns, name, _parse_body(raw), dry, query)
             raise ApiError(405, "the server does not allow this method on the requested resource")
         if sub == "status":
             if method == "GET":
@@ -1041,7 +1309,10 @@ class KubeEmulator:
                 return self._patch(rt, ns, name, ctype, raw, query, dry, main=False)
             raise ApiError(405, "the server does not allow this method on the requested resource")
         if sub == "log" and rt.skey == ("", "pods") and method == "GET":
-            return 200, self._pod_log(ns, name, query), "text/plain"
+            text = self._pod_log(ns, name, query)
+            if text is None:  # no node: nothing ran, so nothing logged
+                return 204, "", None
+            return 200, text, "text/plain"
         raise ApiError(404, "the server could not find the requested resource")
 
     @staticmethod
@@ -1115,6 +1386,40 @@ class KubeEmulator:
         return {"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
+    def _openapi_v3(self, gv_parts):
+        """OpenAPI v3 as client-go reads it: the root lists one document per group-version; a document has
+        a path per resource whose PATCH operation names its GVK and takes `fieldValidation` (so kubectl's and
+        helm's validation defers to the server, as with a real v1.34 server). Schemas are left open."""
+        with self._lock:
+            types = sorted(self._types.values(), key=lambda t: (t.group, t.version, t.plural))
+        by_gv = {}
+        for rt in types:
+            by_gv.setdefault(f"api/{rt.version}" if rt.group == "" else f"apis/{rt.group}/{rt.version}", []).append(rt)
+        if not gv_parts:
+            paths = {}
+            for gv, rts in by_gv.items():
+                digest = uuid.uuid5(uuid.NAMESPACE_URL, gv + ",".join(t.plural for t in rts)).hex.upper()
+                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
+            return {"paths": paths}
+        rts = by_gv.get("/".join(gv_parts))
+        if rts is None:
+            raise ApiError(404, "the server could not find the requested resource")
+        paths, schemas = {}, {}
+        for rt in rts:
+            gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+            ref = f"{rt.group or 'core'}.{rt.version}.{rt.kind}"
+            schemas[ref] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                            "x-kubernetes-group-version-kind": [gvk]}
+            prefix = f"/{'/'.join(gv_parts)}" + ("/namespaces/{namespace}" if rt.namespaced else "")
+            params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                      for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+            body = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+            op = {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch", "parameters": params,
+                  "requestBody": body, "responses": {"200": body}}
+            paths[f"{prefix}/{rt.plural}/{{name}}"] = {"patch": op}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": GIT_VERSION}, "paths": paths,
+                "components": {"schemas": schemas}}
+
     # ------------------------------------------------------------ read paths
     def _present(self, rt, obj):
         out = copy.deepcopy(obj)
@@ -1133,9 +1438,32 @@ class KubeEmulator:
                 raise self._not_found(rt, name)
             return self._present(rt, obj)
 
+    _FIELD_SELECTABLE = {
+        ("", "pods"): {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                       "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"},
+        ("", "events"): {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                         "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                         "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
+        ("", "secrets"): {"type"},
+        ("", "namespaces"): {"status.phase"},
+        ("", "nodes"): {"spec.unschedulable"},
+        ("", "persistentvolumeclaims"): set(),
+        ("apps", "replicasets"): {"status.replicas"},
+        ("batch", "jobs"): {"status.successful"},
+    }
+
+    def _field_matcher(self, rt, selector):
+        allowed = {"metadata.name", "metadata.namespace"} | self._FIELD_SELECTABLE.get(rt.skey, set())
+        for term in _split_top_level(selector or ""):
+            field = re.split(r"!=|==|=", term, 1)[0].strip()
+            if field not in allowed:
+                known = ", ".join(f'"{f}"' for f in sorted(allowed, key=lambda f: (f != "metadata.name", f)))
+                raise ApiError(400, f'"{field}" is not a known field selector: only {known}')
+        return parse_field_selector(selector or "")
+
     def _matching(self, rt, ns, query):
         label_match = parse_label_selector(query.get("labelSelector", ""))
-        field_match = parse_field_selector(query.get("fieldSelector", ""))
+        field_match = self._field_matcher(rt, query.get("fieldSelector", ""))
         items = []
         for (ons, _), obj in sorted(self._store.get(rt.skey, {}).items()):
             if ns is not None and ons != ns:
@@ -1147,9 +1475,55 @@ class KubeEmulator:
             items.append(obj)
         return items
 
+    def _check_list_options(self, query, single=False, watch=False):
+        rv = query.get("resourceVersion")
+        if rv not in (None, "") and not re.fullmatch(r"[0-9]+", rv):
+            raise ApiError(400, f'invalid resource version: resourceVersion: Invalid value: "{rv}": '
+                                f'strconv.ParseUint: parsing "{rv}": invalid syntax')
+        if single:
+            return
+        match = query.get("resourceVersionMatch")
+        if match and not rv and not (watch and str(query.get("sendInitialEvents", "")).lower() == "true"):
+            raise _options_invalid("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                   "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is "
+                                   "provided")
+        if match not in (None, "", "Exact", "NotOlderThan"):
+            raise _options_invalid("ListOptions", "resourceVersionMatch", "FieldValueNotSupported",
+                                   f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"')
+        if watch and str(query.get("sendInitialEvents", "")).lower() == "true" and match != "NotOlderThan":
+            raise _options_invalid("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                   "Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
+                                   "NotOlderThan")
+
+    def _wait_for_rv(self, rv):
+        """A resourceVersion newer than the store: the real server waits ~3 s, then 504."""
+        if not rv or not rv.isdigit() or int(rv) <= self._rv:
+            return
+        deadline = time.monotonic() + self.future_rv_wait_seconds
+        with self._cond:
+            while int(rv) > self._rv and time.monotonic() < deadline and not self._stopping.is_set():
+                self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0.001)))
+            if int(rv) <= self._rv:
+                return
+            current = self._rv
+        raise ApiError(504, f"Timeout: Too large resource version: {rv}, current: {current}", reason="Timeout",
+                       causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}])
+
+    def _list_item(self, rt, obj):
+        """A LIST item: built-in lists leave kind/apiVersion off their items, custom-resource lists keep them."""
+        if rt.custom:
+            return self._present(rt, obj)
+        out = copy.deepcopy(obj)
+        out.pop("kind", None)
+        out.pop("apiVersion", None)
+        return out
+
     def _list(self, rt, ns, query):
+        self._check_list_options(query)
+        self._wait_for_rv(query.get("resourceVersion"))
         with self._lock:
-            items = self._matching(rt, ns, query)
+            scope = [o for (ons, _), o in sorted(self._store.get(rt.skey, {}).items()) if ns is None or ons == ns]
+            matching = self._matching(rt, ns, query)
             rv = str(self._rv)
         meta = {"resourceVersion": rv}
         token = query.get("continue")
@@ -1157,29 +1531,42 @@ class KubeEmulator:
             try:
                 after = tuple(json.loads(base64.urlsafe_b64decode(token.encode()).decode()))
             except Exception:  # noqa: BLE001
-                raise ApiError(400, "invalid continue token") from None
-            items = [o for o in items
-                     if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > after]
+                raise ApiError(400, "invalid continue token: continue key is not valid") from None
+            key = lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])  # noqa: E731
+            scope = [o for o in scope if key(o) > after]
+            matching = [o for o in matching if key(o) > after]
+        items = matching
         limit = int(query.get("limit") or 0)
-        if limit > 0 and len(items) > limit:
-            rest = len(items) - limit
-            items = items[:limit]
+        if limit > 0 and len(matching) >= limit and len(scope) > limit:
+            # like etcd paging: a page ends after `limit` matches, and a continue token is given while
+            # unread objects remain (matching or not), so the last page may come back empty
+            items = matching[:limit]
             last = items[-1]["metadata"]
-            meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
-            meta["remainingItemCount"] = rest
-        return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
-                "items": [self._present(rt, o) for o in items]}
+            rest = [o for o in scope if (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+                    > (last.get("namespace", ""), last["name"])]
+            if rest:
+                meta["continue"] = base64.urlsafe_b64encode(
+                    json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
+                if not query.get("labelSelector") and not query.get("fieldSelector"):
+                    meta["remainingItemCount"] = len(rest)
+        if rt.custom:
+            meta.setdefault("continue", "")
+        return {"apiVersion": rt.api_version, "items": [self._list_item(rt, o) for o in items],
+                "kind": rt.list_kind, "metadata": meta}
 
     def _watch_events(self, rt, ns, query):
+        self._check_list_options(query, watch=True)
         label_match = parse_label_selector(query.get("labelSelector", ""))
-        field_match = parse_field_selector(query.get("fieldSelector", ""))
+        field_match = self._field_matcher(rt, query.get("fieldSelector", ""))
         timeout = float(query.get("timeoutSeconds") or self.max_watch_seconds)
         deadline = time.monotonic() + min(timeout, self.max_watch_seconds)
         since = query.get("resourceVersion")
         initial = []
+        # watch-list (client-go >= 1.32 reflectors, helm 4's kstatus): the current state as ADDED events,
+        # then a BOOKMARK annotated k8s.io/initial-events-end
+        send_initial = str(query.get("sendInitialEvents", "")).lower() == "true"
         with self._lock:
-            if not since or since == "0":
+            if not since or since == "0" or send_initial:
                 initial = [self._present(rt, o) for o in self._matching(rt, ns, query)]
                 cursor = self._rv
             else:
@@ -1198,6 +1585,11 @@ class KubeEmulator:
                 return
             for obj in initial:
                 yield {"type": "ADDED", "object": obj}
+            if send_initial:
+                yield {"type": "BOOKMARK", "object": {
+                    "kind": rt.kind, "apiVersion": rt.api_version,
+                    "metadata": {"resourceVersion": str(cursor),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}}
             while not self._stopping.is_set():
                 with self._cond:
                     fresh = [e for e in self._events if e[0] > cursor]
@@ -1208,10 +1600,20 @@ class KubeEmulator:
                         self._cond.wait(min(remaining, 0.5))
                         continue
                     cursor = fresh[-1][0]
-                for _rv, etype, skey, ens, obj in fresh:
+                for _rv, etype, skey, ens, (obj, prev) in fresh:
                     if skey != rt.skey or (ns is not None and ens != ns):
                         continue
-                    if not label_match(obj["metadata"].get("labels")) or not field_match(obj):
+                    now_in = label_match(obj["metadata"].get("labels")) and field_match(obj)
+                    was_in = prev is not None and label_match(prev["metadata"].get("labels")) and field_match(prev)
+                    if etype == "MODIFIED" and prev is not None and now_in != was_in:
+                        if now_in:
+                            etype = "ADDED"
+                        else:  # it left the selector: DELETED, showing its old state at the new RV
+                            gone = copy.deepcopy(prev)
+                            gone["metadata"]["resourceVersion"] = obj["metadata"].get("resourceVersion")
+                            yield {"type": "DELETED", "object": self._present(rt, gone)}
+                            continue
+                    if not now_in:
                         continue
                     yield {"type": etype, "object": self._present(rt, obj)}
 
@@ -1219,8 +1621,17 @@ class KubeEmulator:
 
     def _pod_log(self, ns, name, query):
         with self._lock:
-            if (ns, name) not in self._store[("", "pods")]:
+            pod = self._store[("", "pods")].get((ns, name))
+            if pod is None:
                 raise ApiError(404, f'pods "{name}" not found', name=name, kind="pods")
+            containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []
+                          if isinstance(c, dict)]
+            container = query.get("container")
+            if container and containers and container not in containers:  # (seeded pods may have no spec)
+                raise ApiError(400, f"container {container} is not valid for pod {name}")
+            if (pod.get("status") or {}).get("phase") not in ("Running", "Succeeded", "Failed") \
+                    and (ns, name) not in self._pod_logs:
+                return None
             text = self._pod_logs.get((ns, name), "")
         tail = query.get("tailLines")
         if tail:
@@ -1231,7 +1642,8 @@ class KubeEmulator:
     # ------------------------------------------------------------ write paths
     def _check_body(self, rt, body, ns, name=None):
         if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON/YAML object")
+            raise ApiError(400, f"the object provided is unrecognized (must be of type {rt.kind}): couldn't get "
+                                f"version/kind; json parse error")
         if body.get("kind") and body["kind"] != rt.kind:
             raise ApiError(400, f"the kind in the body ({body['kind']}) does not match the resource "
                                 f"({rt.kind})")
@@ -1254,9 +1666,18 @@ class KubeEmulator:
                                 f"the URL ({name})")
         return meta
 
-    def _require_namespace(self, rt, ns):
-        if rt.namespaced and ("", ns) not in self._store[("", "namespaces")]:
+    def _require_namespace(self, rt, ns, name=None):
+        if not rt.namespaced:
+            return
+        namespace = self._store[("", "namespaces")].get(("", ns))
+        if namespace is None:
             raise ApiError(404, f'namespaces "{ns}" not found', name=ns, kind="namespaces")
+        if namespace["metadata"].get("deletionTimestamp"):
+            raise ApiError(403, f'{rt.describe()} "{name}" is forbidden: unable to create new content in '
+                                f'namespace {ns} because it is being terminated', name=name, kind=rt.plural,
+                           group=rt.group or None,
+                           causes=[{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                    "message": f"namespace {ns} is being terminated"}])
 
     def _create(self, rt, ns, body, query, dry):
         meta = self._check_body(rt, body, ns)
@@ -1265,23 +1686,34 @@ class KubeEmulator:
                 prefix = meta.get("generateName")
                 if not prefix:
                     raise ApiError(422, f"{rt.kind} \"\" is invalid: metadata.name: Required value: name "
-                                        f"or generateName is required", kind=rt.kind)
+                                        f"or generateName is required", kind=rt.kind,
+                                   causes=[{"reason": "FieldValueRequired", "field": "metadata.name",
+                                            "message": "Required value: name or generateName is required"}])
                 while True:
                     candidate = prefix + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
                     if (ns, candidate) not in self._store[rt.skey]:
                         break
                 meta["name"] = candidate
             name = meta["name"]
-            self._require_namespace(rt, ns)
+            self._require_namespace(rt, ns, name)
             if (ns, name) in self._store[rt.skey]:
                 raise ApiError(409, f'{rt.describe()} "{name}" already exists', reason="AlreadyExists",
                                name=name, kind=rt.plural, group=rt.group or None)
+            body = self._decode_typed(rt, body, query)
             self._validate(rt, body)
             obj, _ = self._commit(rt, ns, name, None, body, dry=dry, main=True,
-                                  field_manager=query.get("fieldManager"))
+                                  field_manager=self._manager_name(query))
             return 201, obj, "application/json"
 
-    def _precondition(self, rt, old, name, rv):
+    def _precondition(self, rt, old, name, rv, uid=None):
+        if rv and not str(rv).isdigit():
+            raise ApiError(500, f'strconv.ParseUint: parsing "{rv}": invalid syntax', reason=False)
+        if uid and uid != old["metadata"].get("uid"):
+            raise ApiError(409, f'Operation cannot be fulfilled on {rt.describe()} "{name}": StorageError: invalid '
+                                f'object, Code: 4, Key: /registry/{rt.describe()}/{old["metadata"].get("namespace", "")}'
+                                f'/{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in '
+                                f'precondition: {uid}, UID in object meta: {old["metadata"].get("uid")}',
+                           reason="Conflict", name=name, kind=rt.plural, group=rt.group or None)
         if rv and rv != old["metadata"].get("resourceVersion"):
             raise ApiError(409, f'Operation cannot be fulfilled on {rt.describe()} "{name}": the object '
                                 f'has been modified; please apply your changes to the latest version '
@@ -1294,17 +1726,18 @@ class KubeEmulator:
             old = self._store[rt.skey].get((ns, name))
             if old is None:
                 raise self._not_found(rt, name)
-            self._precondition(rt, old, name, meta.get("resourceVersion"))
+            self._precondition(rt, old, name, meta.get("resourceVersion"), meta.get("uid"))
             if main:
-                new = body
-                self._validate(rt, new)
+                new = self._decode_typed(rt, body, {})
+                self._validate(rt, new, old)
             else:
                 new = copy.deepcopy(old)
                 if "status" in body:
                     new["status"] = body["status"]
                 else:
                     new.pop("status", None)
-            obj, _ = self._commit(rt, ns, name, old, new, dry=dry, main=main)
+            obj, _ = self._commit(rt, ns, name, old, new, dry=dry, main=main,
+                                  field_manager=self._manager_name({}))
             return 200, obj, "application/json"
 
     def _patch(self, rt, ns, name, ctype, raw, query, dry, main):
@@ -1342,7 +1775,7 @@ class KubeEmulator:
                 raise ApiError(400, "the name of the object cannot be changed by a patch")
             if main:
                 new = patched
-                self._validate(rt, new)
+                self._validate(rt, new, old)
             else:
                 new = copy.deepcopy(old)
                 if "status" in patched:
@@ -1350,18 +1783,19 @@ class KubeEmulator:
                 else:
                     new.pop("status", None)
             obj, _ = self._commit(rt, ns, name, old, new, dry=dry, main=main,
-                                  field_manager=query.get("fieldManager"))
+                                  field_manager=self._manager_name(query))
             return 200, obj, "application/json"
 
     def _apply(self, rt, ns, name, cfg, query, dry, main):
         manager = query.get("fieldManager")
         if not manager:
-            raise ApiError(400, "PATCH /apply requests require the fieldManager query parameter")
+            raise _options_invalid("PatchOptions", "fieldManager", "FieldValueRequired",
+                                   "Required value: is required for apply patch")
         force = str(query.get("force", "")).lower() in ("true", "1")
         if not isinstance(cfg, dict):
             raise ApiError(400, "the apply configuration must be an object")
         if not cfg.get("apiVersion") or not cfg.get("kind"):
-            raise ApiError(400, "apply configurations must set apiVersion and kind")
+            raise ApiError(400, f"invalid object type: {cfg.get('apiVersion') or ''}/, Kind={cfg.get('kind') or ''}")
         meta = self._check_body(rt, cfg, ns, name)
         cfg = _drop_nulls(copy.deepcopy(cfg))
         want_rv = meta.get("resourceVersion")
@@ -1375,7 +1809,7 @@ class KubeEmulator:
             if old is None:
                 if not main:
                     raise self._not_found(rt, name)
-                self._require_namespace(rt, ns)
+                self._require_namespace(rt, ns, name)
                 if want_rv:
                     raise self._not_found(rt, name)
             else:
@@ -1387,26 +1821,41 @@ class KubeEmulator:
                 cfg = {k: v for k, v in cfg.items() if k in ("apiVersion", "kind", "metadata", "status")}
                 cfg["metadata"] = {k: v for k, v in cfg["metadata"].items() if k in ("name", "namespace")}
 
-            # conflicts with other appliers that own a field with a different value
+            self._typed_apply_check(rt, ns, name, cfg, query)
+            # conflicts with other managers (appliers, and updaters "using" their API version) that own a
+            # field the applier sets to a different value
+            updaters = copy.deepcopy(self._updaters.get(key, {}))
             conflicts = []
-            for other, ocfg in managers.items():
-                if other == manager:
+            for path, value in _leaf_paths(cfg):
+                if path in _SSA_IGNORED or _get_path(live, path) == value:
                     continue
-                for path, value in _leaf_paths(cfg):
-                    if path in _SSA_IGNORED:
-                        continue
-                    if _get_path(ocfg, path) is not _MISSING and _get_path(live, path) != value:
-                        conflicts.append((other, path))
+                for other, ocfg in managers.items():
+                    if other != manager and _get_path(ocfg, path) is not _MISSING:
+                        conflicts.append((f'"{other}"', path))
+                for (other, sub), paths in updaters.items():
+                    if sub == ("" if main else "status") and any(path[:len(p)] == p for p in paths):
+                        conflicts.append((f'"{other}" using {rt.api_version}', path))
+            conflicts.sort(key=lambda c: (c[0], [str(x) for x in c[1]]))
             if conflicts and not force:
-                causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{o}"',
-                           "field": "." + ".".join(map(str, p))} for o, p in conflicts]
-                lines = "\n".join(f'- conflict with "{o}": .{".".join(map(str, p))}' for o, p in conflicts)
-                raise ApiError(409, f"Apply failed with {len(conflicts)} conflict"
-                                    f"{'s' if len(conflicts) != 1 else ''}:\n{lines}",
-                               reason="Conflict", name=name, kind=rt.plural, group=rt.group or None,
-                               causes=causes)
+                fields = [(o, "." + ".".join(map(str, p))) for o, p in conflicts]
+                causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {o}", "field": f}
+                          for o, f in fields]
+                if len(fields) == 1:
+                    message = f"Apply failed with 1 conflict: conflict with {fields[0][0]}: {fields[0][1]}"
+                else:
+                    owners = sorted({o for o, _f in fields})
+                    message = f"Apply failed with {len(fields)} conflicts: " + "\n".join(
+                        f"conflicts with {o}:\n" + "\n".join(f"- {f}" for oo, f in fields if oo == o)
+                        for o in owners)
+                raise ApiError(409, message, reason="Conflict", causes=causes)
             for other, path in conflicts:
-                _remove_path(managers[other], path)
+                for mname, ocfg in managers.items():
+                    if mname != manager:
+                        _remove_path(ocfg, path)
+                for paths in updaters.values():
+                    paths.discard(path)
+            self._updaters[key] = {k: v for k, v in updaters.items() if v} if not dry else \
+                self._updaters.get(key, {})
 
             # fields this manager applied before and no longer applies are removed
             base = copy.deepcopy(live)
@@ -1422,7 +1871,7 @@ class KubeEmulator:
             managers[manager] = cfg
             if main:
                 new = base
-                self._validate(rt, new)
+                self._validate(rt, new, old)
             else:
                 new = copy.deepcopy(old)
                 if "status" in base:
@@ -1433,33 +1882,133 @@ class KubeEmulator:
                                   applying=True)
             return (201 if old is None else 200), obj, "application/json"
 
-    def _delete(self, rt, ns, name, options, dry):
+    def _delete(self, rt, ns, name, options, dry, query=None):
+        options = options if isinstance(options, dict) else {}
+        policy = (query or {}).get("propagationPolicy") or options.get("propagationPolicy")
+        if options.get("orphanDependents") is True and not policy:
+            policy = "Orphan"
+        if policy not in (None, "Foreground", "Background", "Orphan"):
+            raise _options_invalid("DeleteOptions", "propagationPolicy", "FieldValueNotSupported",
+                                   f'Unsupported value: "{policy}": supported values: "Foreground", '
+                                   f'"Background", "Orphan", "nil"')
         with self._lock:
             old = self._store[rt.skey].get((ns, name))
             if old is None:
                 raise self._not_found(rt, name)
-            pre = (options or {}).get("preconditions") or {} if isinstance(options, dict) else {}
+            pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != old["metadata"].get("uid"):
-                raise ApiError(409, f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object '
-                                    f'meta: {old["metadata"].get("uid")}', reason="Conflict", name=name,
-                               kind=rt.plural)
+                raise ApiError(409, f'Operation cannot be fulfilled on {rt.kind} "{name}": the UID in the '
+                                    f'precondition ({pre["uid"]}) does not match the UID in record '
+                                    f'({old["metadata"].get("uid")}). The object might have been deleted and '
+                                    f'then recreated', reason="Conflict", name=name, kind=rt.kind,
+                               group=rt.group or None)
             self._precondition(rt, old, name, pre.get("resourceVersion"))
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "details": dict({"name": name}, **({"group": rt.group} if rt.group else {}),
+                                      kind=rt.plural, uid=old["metadata"].get("uid"))}
+            if old["metadata"].get("deletionTimestamp"):
+                return 200, self._present(rt, old), "application/json"  # already being deleted
+            if rt.kind == "Namespace":
+                # the namespace controller empties it, then it goes; until then it is Terminating
+                new = copy.deepcopy(old)
+                new["metadata"]["deletionTimestamp"] = _now()
+                new.setdefault("status", {})["phase"] = "Terminating"
+                obj, _ = self._commit(rt, ns, name, old, new, dry=dry, main=False, deleting=True)
+                if not dry:
+                    self._schedule(self.namespace_finalize_seconds, lambda: self._finalize_namespace(name))
+                return 200, obj, "application/json"
+            finalizers = list(old["metadata"].get("finalizers") or [])
+            gc = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
+            if gc and gc not in finalizers:
+                finalizers.append(gc)
+            if finalizers:
+                new = copy.deepcopy(old)
+                new["metadata"]["deletionTimestamp"] = _now()
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                new["metadata"]["finalizers"] = finalizers
+                if "generation" in new["metadata"]:
+                    new["metadata"]["generation"] += 1
+                obj, _ = self._commit(rt, ns, name, old, new, dry=dry, main=False, deleting=True)
+                if gc and not dry:
+                    self._schedule(self.controller_delay_seconds,
+                                   lambda: self._collect_garbage(rt, ns, name, gc))
+                if "kubernetes.io/pvc-protection" in finalizers and not dry:
+                    self._schedule(self.controller_delay_seconds, lambda: self._release_pvc(ns, name))
+                return 200, obj, "application/json"
             if dry:
                 obj = self._present(rt, old)
-            elif old["metadata"].get("finalizers") and rt.kind != "Namespace":
-                new = copy.deepcopy(old)
-                new["metadata"].setdefault("deletionTimestamp", _now())
-                obj, _ = self._commit(rt, ns, name, old, new, dry=False, main=False, deleting=True)
-                return 200, obj, "application/json"
             else:
                 obj = self._remove(rt, ns, name)
-            if rt.kind == "Namespace":
-                obj.setdefault("status", {})["phase"] = "Terminating"
+                self._schedule(self.controller_delay_seconds,
+                               lambda: self._delete_dependents(old["metadata"].get("uid")))
             if rt.return_deleted:
+                if rt.skey == ("", "pods"):  # an unscheduled pod goes at once, shown as being deleted
+                    obj["metadata"].setdefault("deletionTimestamp", _now())
+                    obj["metadata"].setdefault("deletionGracePeriodSeconds", 0)
+                    obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
                 return 200, obj, "application/json"
-            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                         "details": {"name": name, "group": rt.group, "kind": rt.plural,
-                                     "uid": old["metadata"].get("uid")}}, "application/json"
+            return 200, status, "application/json"
+
+    def _dependents(self, uid):
+        if not uid:
+            return []
+        out = []
+        for rt in {t.skey: t for t in self._types.values()}.values():
+            for (ons, oname), obj in list(self._store.get(rt.skey, {}).items()):
+                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []):
+                    out.append((rt, ons, oname, obj))
+        return out
+
+    def _delete_dependents(self, uid):
+        """The garbage collector: owned objects follow their owner."""
+        for rt, ons, oname, obj in self._dependents(uid):
+            if (ons, oname) in self._store[rt.skey]:
+                self._remove(rt, ons, oname)
+                self._delete_dependents(obj["metadata"].get("uid"))
+
+    def _collect_garbage(self, rt, ns, name, finalizer):
+        old = self._store[rt.skey].get((ns, name))
+        if old is None:
+            return
+        uid = old["metadata"].get("uid")
+        if finalizer == "orphan":
+            for drt, dns, dname, dobj in self._dependents(uid):
+                new = copy.deepcopy(dobj)
+                refs = [r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                if refs:
+                    new["metadata"]["ownerReferences"] = refs
+                else:
+                    new["metadata"].pop("ownerReferences", None)
+                self._commit(drt, dns, dname, dobj, new, dry=False, main=False)
+        else:
+            self._delete_dependents(uid)
+        old = self._store[rt.skey].get((ns, name))
+        if old is not None:
+            new = copy.deepcopy(old)
+            new["metadata"]["finalizers"] = [f for f in new["metadata"].get("finalizers") or [] if f != finalizer]
+            self._commit(rt, ns, name, old, new, dry=False, main=False)
+
+    def _release_pvc(self, ns, name):
+        """The pvc-protection controller: drop the finalizer once no Pod uses the claim (else look again)."""
+        rt = self._types[("", "v1", "persistentvolumeclaims")]
+        old = self._store[rt.skey].get((ns, name))
+        if old is None:
+            return
+        in_use = any(((v or {}).get("persistentVolumeClaim") or {}).get("claimName") == name
+                     for (pns, _), pod in self._store[("", "pods")].items() if pns == ns
+                     for v in (pod.get("spec") or {}).get("volumes") or [])
+        if in_use:
+            self._schedule(0.2, lambda: self._release_pvc(ns, name))
+            return
+        new = copy.deepcopy(old)
+        new["metadata"]["finalizers"] = [f for f in new["metadata"].get("finalizers") or []
+                                         if f != "kubernetes.io/pvc-protection"]
+        self._commit(rt, ns, name, old, new, dry=False, main=False)
+
+    def _finalize_namespace(self, name):
+        namespace = self._store[("", "namespaces")].get(("", name))
+        if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+            self._remove(self._types[("", "v1", "namespaces")], "", name)
 
     def _delete_collection(self, rt, ns, query, dry):
         if rt.namespaced and ns is None:
@@ -1470,9 +2019,10 @@ class KubeEmulator:
             for obj in items:
                 meta = obj["metadata"]
                 if dry:
-                    out.append(self._present(rt, obj))
+                    out.append(self._list_item(rt, obj))
                 else:
-                    out.append(self._remove(rt, meta.get("namespace", ""), meta["name"]))
+                    self._remove(rt, meta.get("namespace", ""), meta["name"])
+                    out.append(self._list_item(rt, obj))
             return {"kind": rt.list_kind, "apiVersion": rt.api_version,
                     "metadata": {"resourceVersion": str(self._rv)}, "items": out}
 
@@ -1481,8 +2031,9 @@ class KubeEmulator:
         self._rv += 1
         return self._rv
 
-    def _record(self, etype, rt, ns, obj):
-        self._events.append((self._rv, etype, rt.skey, ns, copy.deepcopy(obj)))
+    def _record(self, etype, rt, ns, obj, prev=None):
+        # the previous state lets a selector watch turn "left the selector" into DELETED
+        self._events.append((self._rv, etype, rt.skey, ns, (copy.deepcopy(obj), copy.deepcopy(prev))))
         if len(self._events) > 5000:
             drop = len(self._events) - 4000
             self._events_floor = self._events[drop - 1][0]
@@ -1514,7 +2065,133 @@ class KubeEmulator:
             self._pod_logs.pop((ns, name), None)
         return obj
 
-    def _validate(self, rt, obj):
+    def _type_errors(self, rt, obj):
+        """(path, value) of values whose JSON type the built-in schema rejects."""
+        errors = []
+        if rt.skey == ("", "configmaps"):
+            errors += [(f".data.{k}", v) for k, v in (obj.get("data") or {}).items() if not isinstance(v, str)]
+        pod_specs = []
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        if rt.skey == ("", "pods"):
+            pod_specs.append((".spec", spec))
+        elif isinstance((spec.get("template") or {}).get("spec"), dict):
+            pod_specs.append((".spec.template.spec", spec["template"]["spec"]))
+        for prefix, pspec in pod_specs:
+            for c in pspec.get("containers") or []:
+                for env in (c or {}).get("env") or []:
+                    if isinstance(env, dict) and "value" in env and not isinstance(env["value"], str):
+                        errors.append((f'{prefix}.containers[name="{c.get("name")}"].env[name="{env.get("name")}"]'
+                                       f'.value', env["value"]))
+        return errors
+
+    def _crd_schema(self, rt):
+        crd = self._store[("apiextensions.k8s.io", "customresourcedefinitions")].get(("", f"{rt.plural}.{rt.group}"))
+        for v in ((crd or {}).get("spec") or {}).get("versions") or []:
+            if v.get("name") == rt.version:
+                return ((v.get("schema") or {}).get("openAPIV3Schema")) or {}
+        return {}
+
+    def _unknown_fields(self, rt, obj):
+        if rt.custom:
+            schema = self._crd_schema(rt)
+            if not schema.get("properties") or schema.get("x-kubernetes-preserve-unknown-fields"):
+                return []
+            known = set(schema["properties"]) | {"apiVersion", "kind", "metadata"}
+        else:
+            known = _defaults.KNOWN_TOP_LEVEL.get(rt.kind)
+        return [k for k in obj if k not in known] if known else []
+
+    def _decode_typed(self, rt, body, query):
+        """What decoding a POST/PUT body into the typed object rejects (400) or drops (with a Warning)."""
+        errors = self._type_errors(rt, body)
+        if errors:
+            path, value = errors[0]
+            go_type = "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+                "bool" if isinstance(value, bool) else "object"
+            field = "ConfigMap.data" if path.startswith(".data.") else "EnvVar.spec.template.spec.containers.env.value"
+            raise ApiError(400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: '
+                                f'cannot unmarshal {go_type} into Go struct field {field} of type string')
+        if rt.skey == ("", "secrets"):
+            try:
+                _defaults.decode_secret_data(body.get("data"))
+            except ValueError as exc:
+                raise ApiError(400, f'Secret in version "v1" cannot be handled as a Secret: {exc}') from None
+        unknown = self._unknown_fields(rt, body)
+        if unknown:
+            if (query or {}).get("fieldValidation") == "Strict":
+                raise ApiError(400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                                    f'strict decoding error: unknown field "{unknown[0]}"')
+            if (query or {}).get("fieldValidation") != "Ignore":
+                for field in unknown:
+                    self._warn(f'unknown field "{field}"')
+            body = {k: v for k, v in body.items() if k not in unknown}
+        return body
+
+    def _typed_apply_check(self, rt, ns, name, cfg, query):
+        """Server-side apply builds a typed patch first: a type error or unknown field there is a 500
+        without a reason (kubernetes/kubernetes#139253), whatever fieldValidation says."""
+        where = f"({ns}/{name}; {rt.group}/{rt.version}, Kind={rt.kind})"
+        errors = self._type_errors(rt, cfg)
+        if errors:
+            path, value = errors[0]
+            raise ApiError(500, f"failed to create typed patch object {where}: {path}: expected string, got "
+                                f"&value.valueUnstructured{{Value:{json.dumps(value)}}}", reason=False)
+        unknown = self._unknown_fields(rt, cfg)
+        if unknown:
+            raise ApiError(500, f"failed to create typed patch object {where}: .{unknown[0]}: field not declared "
+                                f"in schema", reason=False)
+
+    def _semantic_checks(self, rt, obj, old):
+        """422 causes beyond the name: labels, data keys, Secrets, immutable fields, workloads."""
+        causes = _defaults.validate_metadata(obj.get("metadata"))
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        if rt.custom:
+            for field in self._crd_schema(rt).get("required") or []:
+                if field not in obj:
+                    causes.append(("FieldValueRequired", field, "Required value"))
+        if rt.skey == ("", "configmaps"):
+            causes += _defaults.validate_configmap(obj)
+        elif rt.skey == ("", "secrets"):
+            causes += _defaults.validate_secret(obj)
+        elif rt.skey == ("", "persistentvolumeclaims") and old is not None:
+            if _defaults.pvc_immutable_change(old.get("spec"), spec):
+                causes.append(("FieldValueForbidden", "spec", "Forbidden: spec is immutable after creation except "
+                                                              "resources.requests and volumeAttributesClassName "
+                                                              "for bound claims"))
+        elif rt.skey == ("rbac.authorization.k8s.io", "rolebindings") or \
+                rt.skey == ("rbac.authorization.k8s.io", "clusterrolebindings"):
+            if old is not None and old.get("roleRef") != obj.get("roleRef"):
+                causes.append(("FieldValueInvalid", "roleRef",
+                               f"Invalid value: {json.dumps(obj.get('roleRef'))}: cannot change roleRef"))
+        elif rt.skey == ("apps", "deployments"):
+            selector = (spec.get("selector") or {}).get("matchLabels") or {}
+            labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+            if any(labels.get(k) != v for k, v in selector.items()):
+                causes.append(("FieldValueInvalid", "spec.template.metadata.labels",
+                               f"Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`"))
+            if isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
+                causes.append(("FieldValueInvalid", "spec.replicas",
+                               f"Invalid value: {spec['replicas']}: must be greater than or equal to 0"))
+            for i, c in enumerate(((spec.get("template") or {}).get("spec") or {}).get("containers") or []):
+                if isinstance(c, dict) and not c.get("image"):
+                    causes.append(("FieldValueRequired", f"spec.template.spec.containers[{i}].image",
+                                   "Required value"))
+            if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+                causes.append(("FieldValueInvalid", "spec.selector",
+                               f"Invalid value: {json.dumps(spec.get('selector'))}: field is immutable"))
+        if causes:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            title = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
+            text = ", ".join(f"{f}: {m}" for _r, f, m in causes)
+            raise ApiError(422, f'{title} "{name}" is invalid: ' + (f"[{text}]" if len(causes) > 1 else text),
+                           name=name, kind=rt.kind, group=rt.group or None,
+                           causes=[{"reason": r, "message": m, "field": f} for r, f, m in causes])
+
+    def _validate(self, rt, obj, old=None):
+        self._validate_name(rt, obj)
+        self._semantic_checks(rt, obj, old)
+
+    def _validate_name(self, rt, obj):
         name = (obj.get("metadata") or {}).get("name") or ""
         if rt.custom or rt.group == "rbac.authorization.k8s.io":
             bad = name in (".", "..") or "/" in name or "%" in name
@@ -1529,7 +2206,9 @@ class KubeEmulator:
                     "'.', and must start and end with an alphanumeric character")
         if bad:
             raise ApiError(422, f'{rt.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": {rule}',
-                           name=name, kind=rt.kind, group=rt.group or None)
+                           name=name, kind=rt.kind, group=rt.group or None,
+                           causes=[{"reason": "FieldValueInvalid", "field": "metadata.name",
+                                    "message": f'Invalid value: "{name}": {rule}'}])
         if rt.skey == ("apiextensions.k8s.io", "customresourcedefinitions"):
             spec = obj.get("spec") or {}
             names = spec.get("names") or {}
@@ -1553,7 +2232,8 @@ class KubeEmulator:
                                group="apiextensions.k8s.io")
 
     def _commit(self, rt, ns, name, old, new, *, dry, main, managers=None, applying=False,
-                field_manager=None, keep_body_status=False, deleting=False):
+                field_manager=None, keep_body_status=False, deleting=False, sync_controllers=False,
+                subresource=None):
         """Finish a write: bookkeeping, defaults, controllers, no-op detection, store."""
         new = copy.deepcopy(new)
         new["apiVersion"] = rt.api_version
@@ -1585,7 +2265,9 @@ class KubeEmulator:
         meta.pop("resourceVersion", None)
         self._default(rt, new, old)
         if main:
-            new = self._run_controllers(rt, new)
+            # hooks at once; the simulated controllers a moment later (see _reconcile), except when
+            # seeding with put_object(run_controllers=True)
+            new = self._run_controllers(rt, new, builtin=sync_controllers or rt.skey == ("", "namespaces"))
             meta = new["metadata"]
         if old is None:
             meta["generation"] = 1
@@ -1594,6 +2276,9 @@ class KubeEmulator:
             if "spec" in new or "spec" in old:
                 if new.get("spec") != old.get("spec"):
                     gen += 1
+            if meta.get("deletionTimestamp") and not old["metadata"].get("deletionTimestamp") \
+                    and "generation" in old["metadata"]:
+                gen += 1  # setting deletionTimestamp counts as a spec change
             meta["generation"] = gen
 
         # server-side-apply ownership
@@ -1605,15 +2290,26 @@ class KubeEmulator:
                     for path, _v in list(_leaf_paths(cfg)):
                         if path not in _SSA_IGNORED and _get_path(old, path) != _get_path(new, path):
                             _remove_path(cfg, path)
-        if managers:
-            old_entries = {e.get("manager"): e for e in (old or {}).get("metadata", {}).get("managedFields") or []}
+        updaters = self._track_updates(rt, old, new, main, managers, applying, field_manager, subresource)
+        if managers or updaters:
+            old_entries = {(e.get("manager"), e.get("operation"), e.get("subresource", "")): e
+                           for e in (old or {}).get("metadata", {}).get("managedFields") or []}
             entries = []
             for mname, cfg in sorted(managers.items()):
                 fields = _fields_v1(cfg)
-                prev = old_entries.get(mname)
+                prev = old_entries.get((mname, "Apply", ""))
                 when = prev["time"] if prev and prev.get("fieldsV1") == fields else _now()
                 entries.append({"manager": mname, "operation": "Apply", "apiVersion": rt.api_version,
                                 "time": when, "fieldsType": "FieldsV1", "fieldsV1": fields})
+            for (mname, sub), paths in updaters.items():
+                fields = _fields_v1(_paths_tree(paths))
+                prev = old_entries.get((mname, "Update", sub))
+                when = prev["time"] if prev and prev.get("fieldsV1") == fields else _now()
+                entry = {"manager": mname, "operation": "Update", "apiVersion": rt.api_version,
+                         "time": when, "fieldsType": "FieldsV1", "fieldsV1": fields}
+                if sub:
+                    entry["subresource"] = sub
+                entries.append(entry)
             meta["managedFields"] = entries
         else:
             meta.pop("managedFields", None)
@@ -1621,13 +2317,15 @@ class KubeEmulator:
         if old is not None and _strip_for_compare(new) == _strip_for_compare(old):
             if not dry:
                 self._managers[key] = managers
+                self._updaters[key] = updaters
             return self._present(rt, old), False
         if dry:
             if old is not None:
                 meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self._present(rt, new), True
 
-        if old is not None and meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if old is not None and meta.get("deletionTimestamp") and not meta.get("finalizers") \
+                and rt.skey != ("", "namespaces"):
             self._store[rt.skey][(ns, name)] = new
             return self._remove(rt, ns, name), True
         meta["resourceVersion"] = str(self._bump())
@@ -1636,10 +2334,82 @@ class KubeEmulator:
             self._managers[key] = managers
         else:
             self._managers.pop(key, None)
-        self._record("ADDED" if old is None else "MODIFIED", rt, ns, new)
+        if updaters:
+            self._updaters[key] = updaters
+        else:
+            self._updaters.pop(key, None)
+        self._record("ADDED" if old is None else "MODIFIED", rt, ns, new, prev=old)
         if rt.skey == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._register_crd(new, old)
+        if main and not sync_controllers:
+            delay = {("apiextensions.k8s.io", "customresourcedefinitions"): self.crd_establish_seconds,
+                     ("", "secrets"): self.token_fill_seconds}.get(rt.skey, self.controller_delay_seconds)
+            self._schedule(delay, lambda: self._reconcile(rt, ns, name))
+        if old is None and rt.skey == ("", "namespaces") and self.auto_namespace_defaults and not sync_controllers:
+            self._schedule(self.controller_delay_seconds, lambda: self._namespace_defaults(name))
         return self._present(rt, new), True
+
+    def _track_updates(self, rt, old, new, main, managers, applying, field_manager, subresource):
+        """Field ownership of non-apply writers (operation Update): what each one last changed."""
+        key = (rt.skey, new["metadata"].get("namespace", ""), new["metadata"]["name"])
+        updaters = {k: set(v) for k, v in self._updaters.get(key, {}).items()}
+        present = {p for p, _v in _leaf_paths(new)}
+        for k in updaters:
+            updaters[k] = {p for p in updaters[k] if p in present}
+        if not applying and field_manager:
+            sub = subresource if subresource is not None else ("" if main else "status")
+
+            def in_scope(path):
+                if path in _SSA_IGNORED or path[:2] in (("metadata", "managedFields"),
+                                                        ("metadata", "deletionGracePeriodSeconds")):
+                    return False
+                if path[:1] in (("apiVersion",), ("kind",)):
+                    return False
+                if sub == "status":
+                    return path[:1] == ("status",)
+                return not (rt.status_subresource and path[:1] == ("status",))
+
+            changed = {p for p, v in _leaf_paths(new) if in_scope(p) and _get_path(old or {}, p) != v}
+            if changed:
+                for k in updaters:
+                    if k != (field_manager, sub):
+                        updaters[k] -= changed
+                for cfg in (managers or {}).values():
+                    for p in changed:
+                        _remove_path(cfg, p)
+                updaters.setdefault((field_manager, sub), set()).update(changed)
+        return {k: v for k, v in updaters.items() if v}
+
+    def _reconcile(self, rt, ns, name):
+        """The simulated controllers' turn on one object (status, tokens, CRD conditions)."""
+        old = self._store.get(rt.skey, {}).get((ns, name))
+        if old is None or old["metadata"].get("deletionTimestamp"):
+            return
+        current = self._present(rt, old)
+        new = self._builtin_controllers(rt, copy.deepcopy(current))
+        if new != current:
+            # CRD conditions come from the apiserver itself, the rest from kube-controller-manager
+            manager = "kube-apiserver" if rt.skey == ("apiextensions.k8s.io", "customresourcedefinitions") \
+                else "kube-controller-manager"
+            self._commit(rt, ns, name, old, new, dry=False, main=False, field_manager=manager,
+                         subresource="status" if rt.status_subresource else "")
+
+    def _namespace_defaults(self, ns):
+        """What KCM adds to every new namespace: the `default` ServiceAccount and kube-root-ca.crt."""
+        if ("", ns) not in self._store[("", "namespaces")]:
+            return
+        seeds = [(("", "v1", "serviceaccounts"), {"metadata": {"name": "default", "namespace": ns}}),
+                 (("", "v1", "configmaps"), {"metadata": {
+                     "name": "kube-root-ca.crt", "namespace": ns, "annotations": {
+                         "kubernetes.io/description": "Contains a CA bundle that can be used to verify the "
+                         "kube-apiserver when using internal endpoints such as the internal service IP or "
+                         "kubernetes.default.svc. No other usage is guaranteed across distributions of "
+                         "Kubernetes clusters."}}, "data": {"ca.crt": _FAKE_CA}})]
+        for type_key, body in seeds:
+            rt = self._types[type_key]
+            if (ns, body["metadata"]["name"]) not in self._store[rt.skey]:
+                self._commit(rt, ns, body["metadata"]["name"], None, body, dry=False, main=False,
+                             field_manager="kube-controller-manager", subresource="")
 
     def _register_crd(self, crd, old):
         spec = crd.get("spec") or {}
@@ -1666,14 +2436,32 @@ class KubeEmulator:
                               custom=True)
             self._types[(group, v["name"], plural)] = rt
         self._store.setdefault((group, plural), {})
+        established = any(c.get("type") == "Established" and c.get("status") == "True"
+                          for c in (crd.get("status") or {}).get("conditions") or [])
+        if established or not self.auto_crd_established:
+            self._established.add((group, plural))
 
     # ------------------------------------------------------------ defaults & controllers
     def _default(self, rt, obj, old):
         spec = obj.get("spec")
         kind = (rt.group, rt.kind)
-        if kind in (("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "ReplicaSet")):
-            if isinstance(spec, dict) and spec.get("replicas") is None:
+        if kind == ("apps", "Deployment"):
+            _defaults.default_deployment(spec)
+            if old is None and "status" not in obj:
+                obj["status"] = {}  # what the POST answers; the controller fills it a moment later
+        elif kind in (("apps", "StatefulSet"), ("apps", "ReplicaSet"), ("apps", "DaemonSet"), ("batch", "Job"),
+                      ("batch", "CronJob")):
+            if kind[1] in ("StatefulSet", "ReplicaSet") and isinstance(spec, dict) and spec.get("replicas") is None:
                 spec["replicas"] = 1
+            _defaults.default_workload(rt.kind, spec)
+        elif kind == ("", "Pod"):
+            _defaults.default_pod_spec(spec, template=False)
+            if old is None and not obj.get("status"):
+                obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif kind == ("", "PersistentVolumeClaim"):
+            _defaults.default_pvc(obj, creating=old is None)
+            if not obj.get("status"):
+                obj["status"] = {"phase": "Pending"}
         elif kind == ("", "Secret"):
             obj.setdefault("type", "Opaque")
             string_data = obj.pop("stringData", None)
@@ -1685,19 +2473,10 @@ class KubeEmulator:
         elif kind == ("", "Service"):
             if not isinstance(spec, dict):
                 spec = obj["spec"] = {}
-            spec.setdefault("type", "ClusterIP")
-            if spec["type"] != "ExternalName":
-                if not spec.get("clusterIP"):
-                    ospec = (old or {}).get("spec") or {}
-                    spec["clusterIP"] = ospec.get("clusterIP") or self._allocate_ip(obj)
-                if spec["clusterIP"] != "None":
-                    spec.setdefault("clusterIPs", [spec["clusterIP"]])
-            spec.setdefault("sessionAffinity", "None")
-            for port in spec.get("ports") or []:
-                if isinstance(port, dict):
-                    port.setdefault("protocol", "TCP")
-                    if "port" in port:
-                        port.setdefault("targetPort", port["port"])
+            ospec = (old or {}).get("spec") or {}
+            _defaults.default_service(spec, lambda: ospec.get("clusterIP") or self._allocate_ip(obj))
+            if not obj.get("status"):
+                obj["status"] = {"loadBalancer": {}}
         elif kind == ("", "Namespace"):
             labels = obj["metadata"].setdefault("labels", {}) or {}
             obj["metadata"]["labels"] = labels
@@ -1710,13 +2489,48 @@ class KubeEmulator:
             if names.get("kind"):
                 names.setdefault("singular", names["kind"].lower())
                 names.setdefault("listKind", names["kind"] + "List")
+            spec.setdefault("conversion", {"strategy": "None"})
+            if old is None and not obj.get("status"):
+                obj["status"] = {"acceptedNames": {"kind": "", "plural": ""}, "conditions": [],
+                                 "storedVersions": [v.get("name") for v in spec.get("versions") or []
+                                                    if v.get("storage")]}
 
     def _allocate_ip(self, obj):
         h = uuid.uuid5(uuid.NAMESPACE_DNS, f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}").int
         return f"10.96.{(h >> 8) % 254 + 1}.{h % 254 + 1}"
 
-    def _run_controllers(self, rt, obj):
+    def _run_controllers(self, rt, obj, builtin=True):
+        if builtin:
+            obj = self._builtin_controllers(rt, obj)
+        for hook_kind, fn in list(self._hooks):
+            if hook_kind in ("*", rt.kind.lower(), rt.plural, f"{rt.plural}.{rt.group}"):
+                result = fn(obj)
+                if result is not None:
+                    obj = result
+        return obj
+
+    def _builtin_controllers(self, rt, obj):
         kind = (rt.group, rt.kind)
+        if not self.auto_ready and kind == ("apps", "Deployment"):
+            spec = obj.get("spec") or {}
+            status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+            replicas = spec.get("replicas", 1)
+            obj.setdefault("metadata", {}).setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
+            new_status = dict(status, observedGeneration=obj["metadata"].get("generation", 1),
+                              replicas=replicas, updatedReplicas=replicas, unavailableReplicas=replicas)
+            kept = [c for c in status.get("conditions") or [] if c.get("type") not in ("Available", "Progressing")]
+            new_status["conditions"] = kept + [
+                {"type": "Available", "status": "False", "lastUpdateTime": _now(), "lastTransitionTime": _now(),
+                 "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."},
+                {"type": "Progressing", "status": "True", "lastUpdateTime": _now(), "lastTransitionTime": _now(),
+                 "reason": "ReplicaSetUpdated", "message": "ReplicaSet is progressing."}]
+            prev = {c.get("type"): c for c in status.get("conditions") or []}
+            for cond in new_status["conditions"]:
+                old_cond = prev.get(cond["type"])
+                if old_cond and old_cond.get("status") == cond["status"] and old_cond.get("reason") == cond["reason"]:
+                    cond.update({k: old_cond[k] for k in ("lastUpdateTime", "lastTransitionTime") if k in old_cond})
+            obj["status"] = new_status
+            return obj
         meta = obj["metadata"]
         status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
         if self.auto_ready and kind in (("apps", "Deployment"), ("apps", "StatefulSet"),
@@ -1792,13 +2606,8 @@ class KubeEmulator:
                 "storedVersions": stored,
             }
         elif self.auto_namespace_active and kind == ("", "Namespace"):
-            obj["status"] = {"phase": "Active"}
-
-        for hook_kind, fn in list(self._hooks):
-            if hook_kind in ("*", rt.kind.lower(), rt.plural, f"{rt.plural}.{rt.group}"):
-                result = fn(obj)
-                if result is not None:
-                    obj = result
+            if not obj["metadata"].get("deletionTimestamp"):
+                obj["status"] = {"phase": "Active"}
         return obj
 
     def _next_generation(self, rt, obj):

@@ -136,8 +136,9 @@ def test_create_get_list_delete(core, emu):
     raw = json.loads(core.list_namespaced_config_map("default", _preload_content=False).data)
     assert raw["kind"] == "ConfigMapList" and raw["apiVersion"] == "v1"
     assert raw["metadata"]["resourceVersion"]
-    assert [(i["kind"], i["apiVersion"], i["metadata"]["name"]) for i in raw["items"]] == [("ConfigMap", "v1", "alpha")]
-    status = core.delete_namespaced_config_map("alpha", "default", propagation_policy="Foreground")
+    # like a real API server: the items of a built-in list carry no kind/apiVersion (the list does)
+    assert [(i.get("kind"), i.get("apiVersion"), i["metadata"]["name"]) for i in raw["items"]] == [(None, None, "alpha")]
+    status = core.delete_namespaced_config_map("alpha", "default")
     assert status.status == "Success"
     with pytest.raises(ApiException) as err:
         core.read_namespaced_config_map("alpha", "default")
@@ -170,21 +171,25 @@ def test_label_selectors(core, selector, expected):
     assert {i.metadata.name for i in items} == expected
 
 
-def test_field_selectors_and_cluster_wide_list(core):
+def test_field_selectors_and_cluster_wide_list(core, emu):
     core.create_namespace({"metadata": {"name": "other"}})
     core.create_namespaced_config_map("default", cm("one"))
     core.create_namespaced_config_map("other", cm("one"))
     core.create_namespaced_config_map("other", cm("two"))
+    emu.settle()  # like KCM, the emulator publishes kube-root-ca.crt into every new namespace
     all_items = core.list_config_map_for_all_namespaces().items
     assert {(i.metadata.namespace, i.metadata.name) for i in all_items} == {
-        ("default", "one"), ("other", "one"), ("other", "two")}
+        ("default", "one"), ("other", "kube-root-ca.crt"), ("other", "one"), ("other", "two")}
     by_name = core.list_config_map_for_all_namespaces(field_selector="metadata.name=one").items
     assert {i.metadata.namespace for i in by_name} == {"default", "other"}
     by_ns = core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=other").items
-    assert {i.metadata.name for i in by_ns} == {"one", "two"}
+    assert {i.metadata.name for i in by_ns} == {"kube-root-ca.crt", "one", "two"}
     both = core.list_config_map_for_all_namespaces(
         field_selector="metadata.namespace=other,metadata.name!=one").items
-    assert [i.metadata.name for i in both] == ["two"]
+    assert [i.metadata.name for i in both] == ["kube-root-ca.crt", "two"]
+    with pytest.raises(ApiException) as err:  # ConfigMaps support only metadata.name/namespace
+        core.list_config_map_for_all_namespaces(field_selector="data.a=1")
+    assert err.value.status == 400
 
 
 def test_pagination(core):
@@ -333,7 +338,7 @@ def test_server_side_apply_removes_fields_no_longer_applied(api, core):
     d["spec"]["template"]["spec"]["containers"] = [{"name": "other", "image": "busybox"}]
     out = apply_raw(api, dep_path, d)
     assert out["spec"]["replicas"] == 3
-    assert out["spec"]["template"]["spec"]["containers"] == [{"name": "other", "image": "busybox"}]
+    assert [(c["name"], c["image"]) for c in out["spec"]["template"]["spec"]["containers"]] == [("other", "busybox")]
     assert out["metadata"]["generation"] == 2
 
 
@@ -342,7 +347,7 @@ def test_server_side_apply_rules(api, core, emu):
     with pytest.raises(ApiException) as err:
         api.call_api(path, "PATCH", header_params={"Content-Type": APPLY, "Accept": "application/json"},
                      body=cm("rules"), response_types_map={200: "object"}, auth_settings=["BearerToken"])
-    assert err.value.status == 400  # fieldManager is required
+    assert err.value.status == 422  # fieldManager is required (PatchOptions is invalid)
     apply_raw(api, path, cm("rules", data={"shared": "a"}), manager="one")
     with pytest.raises(ApiException) as err:
         apply_raw(api, path, cm("rules", data={"shared": "b"}), manager="two", force=False)
@@ -387,13 +392,16 @@ def test_dry_run_stores_nothing(core, api, emu):
 def test_generation_and_ready_deployment(apps, emu):
     created = apps.create_namespaced_deployment("default", deployment("web", replicas=3))
     assert created.metadata.generation == 1
-    st = created.status
+    emu.settle()  # like KCM, the simulated controller writes the status a moment after the POST
+    st = apps.read_namespaced_deployment("web", "default").status
     assert (st.replicas, st.ready_replicas, st.available_replicas, st.updated_replicas) == (3, 3, 3, 3)
     assert st.observed_generation == 1
     assert {c.type: c.status for c in st.conditions}["Available"] == "True"
     labelled = apps.patch_namespaced_deployment("web", "default", {"metadata": {"labels": {"x": "y"}}})
     assert labelled.metadata.generation == 1
     scaled = apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 5}})
+    emu.settle()
+    scaled = apps.read_namespaced_deployment("web", "default")
     assert scaled.metadata.generation == 2 and scaled.status.observed_generation == 2
     assert scaled.status.ready_replicas == 5
     emu.auto_ready = False
@@ -404,7 +412,9 @@ def test_generation_and_ready_deployment(apps, emu):
                     "template": {"metadata": {"labels": {"a": "b"}},
                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
     emu.auto_ready = True
-    out = apps.create_namespaced_stateful_set("default", sts)
+    apps.create_namespaced_stateful_set("default", sts)
+    emu.settle()
+    out = apps.read_namespaced_stateful_set("db", "default")
     assert out.spec.replicas == 1 and out.status.ready_replicas == 1
 
 
@@ -432,6 +442,9 @@ def test_token_secret_is_filled(core, emu):
     sec = core.create_namespaced_secret("default", {
         "metadata": {"name": "robot-token", "annotations": {"kubernetes.io/service-account.name": "robot"}},
         "type": "kubernetes.io/service-account-token"})
+    assert not sec.data  # the token controller fills it a moment later, as on a real cluster
+    emu.settle()
+    sec = core.read_namespaced_secret("robot-token", "default")
     assert base64.b64decode(sec.data["token"]) and base64.b64decode(sec.data["ca.crt"])
     assert base64.b64decode(sec.data["namespace"]).decode() == "default"
     again = core.patch_namespaced_secret("robot-token", "default", {"metadata": {"labels": {"a": "b"}}})
@@ -469,6 +482,9 @@ def test_rbac_and_services(api, core):
 def test_crd_registration_and_custom_resources(api, custom, emu):
     ext = client.ApiextensionsV1Api(api)
     created = ext.create_custom_resource_definition(crd_body())
+    assert not created.status.conditions  # Established comes a moment later; until then no routes
+    emu.settle()
+    created = ext.read_custom_resource_definition("widgets.example.com")
     assert {c.type: c.status for c in created.status.conditions} == {"Established": "True", "NamesAccepted": "True"}
     groups = [g.name for g in client.ApisApi(api).get_api_versions().groups]
     assert "example.com" in groups
@@ -513,9 +529,10 @@ def test_crd_registration_and_custom_resources(api, custom, emu):
     assert custom.list_namespaced_custom_object("example.com", "v1", "default", "widgets")["items"] == []
 
 
-def test_cluster_scoped_crd_and_invalid_crd(api, custom):
+def test_cluster_scoped_crd_and_invalid_crd(api, custom, emu):
     ext = client.ApiextensionsV1Api(api)
     ext.create_custom_resource_definition(crd_body(plural="gadgets", kind="Gadget", scope="Cluster"))
+    emu.settle()
     custom.create_cluster_custom_object("example.com", "v1", "gadgets",
                                         {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}})
     assert custom.get_cluster_custom_object("example.com", "v1", "gadgets", "g")["metadata"].get("namespace") is None
@@ -528,6 +545,7 @@ def test_cluster_scoped_crd_and_invalid_crd(api, custom):
 
 def test_namespace_delete_cascades(api, core, custom, emu):
     client.ApiextensionsV1Api(api).create_custom_resource_definition(crd_body())
+    emu.settle()
     core.create_namespace({"metadata": {"name": "doomed"}})
     core.create_namespaced_config_map("doomed", cm("c"))
     core.create_namespaced_config_map("default", cm("survivor"))
@@ -537,6 +555,11 @@ def test_namespace_delete_cascades(api, core, custom, emu):
     # the server answers with the Namespace (the typed client would squeeze it into a V1Status)
     deleted = json.loads(core.delete_namespace("doomed", _preload_content=False).data)
     assert deleted["kind"] == "Namespace" and deleted["status"]["phase"] == "Terminating"
+    # Terminating: nothing new may be created in it, and the namespace controller empties it soon
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map("doomed", cm("late"))
+    assert err.value.status == 403 and error_body(err.value)["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+    emu.settle()
     assert emu.objects(namespace="doomed") == []
     assert emu.get("cm", "survivor") is not None
     with pytest.raises(ApiException) as err:
@@ -605,6 +628,7 @@ def test_request_log(core, emu):
 def test_on_write_hook_marks_eventbus_ready(api, custom, emu):
     client.ApiextensionsV1Api(api).create_custom_resource_definition(
         crd_body(group="argoproj.io", plural="eventbus", kind="EventBus"))
+    emu.settle()
 
     def ready(obj):
         obj["status"] = {"conditions": [{"type": "Deployed", "status": "True"}]}
@@ -696,6 +720,9 @@ def test_restart_keeps_state_and_delete_collection(emu, core):
 def test_pods_and_jobs_are_simulated(api, core, emu):
     pod = core.create_namespaced_pod("default", {"metadata": {"name": "p"},
                                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    assert pod.status.phase == "Pending"  # created unscheduled; the simulated kubelet runs it a moment later
+    emu.settle()
+    pod = core.read_namespaced_pod("p", "default")
     assert pod.status.phase == "Running"
     assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
     assert pod.status.container_statuses[0].ready is True
@@ -703,5 +730,7 @@ def test_pods_and_jobs_are_simulated(api, core, emu):
         "metadata": {"name": "j"},
         "spec": {"template": {"spec": {"restartPolicy": "Never",
                                        "containers": [{"name": "c", "image": "busybox"}]}}}})
+    emu.settle()
+    job = client.BatchV1Api(api).read_namespaced_job("j", "default")
     assert job.status.succeeded == 1
     assert {c.type: c.status for c in job.status.conditions}["Complete"] == "True"
