@@ -1,7 +1,8 @@
 """No-op `up` on a converged stack, against the Kubernetes API emulator and the CLI stand-ins.
 
 Prints wall time, Kubernetes API requests by verb, and helm/minikube/kubectl invocations, beside the targets
-(zero writes; at most one read per managed object plus one `helm status` / `minikube status` each).
+(zero writes; at most one read per managed object, one LIST of the CRDs, `helm get metadata` and
+`helm get values` per release, one `minikube status`).
 
     .venv/bin/python bench/bench_noop_up.py [--runs 3] [--only platform,pipeline]
 """
@@ -70,7 +71,10 @@ def main() -> int:
             if code or " changed " in out:
                 print(out)
                 return 1
-            verbs = Counter(_kind_of_request(r) for r in world.emu.requests)
+            # the tool's own client; helm's reads of its release records are helm's (counted as helm calls)
+            verbs = Counter(_kind_of_request(r) for r in world.emu.requests
+                            if r.get("user_agent", "").startswith("OpenAPI-Generator"))
+            writes_any = sum(1 for r in world.emu.requests if r["method"] not in ("GET", "HEAD"))
             tools = Counter()
             for tool in ("helm", "minikube", "kubectl", "docker"):
                 for argv in world.calls(tool):
@@ -85,15 +89,18 @@ def main() -> int:
         table.add_row("wall time (median)", f"{statistics.median(walls):.2f} s", "")
         table.add_row("steps that changed on the first up", str(managed), "")
         targets = {"GET object": f"≤ 1 per managed object ({objects})", "GET CRD": "1 per Argo CRD",
-                   "LIST": "1 per Helm release (its Deployments) + 1 per MinIO EventSource (its pod)",
+                   "LIST": "1 for the CRDs + 1 per Helm release (its Deployments) + 1 per MinIO EventSource "
+                           "(its pod)",
                    "GET pod log": "1 per MinIO EventSource (is it listening?)"}
         for verb in sorted(verbs):
             table.add_row(f"API {verb}", str(verbs[verb]), targets.get(verb, "0"))
         table.add_row("API writes", str(writes), "0")
+        table.add_row("API writes by any client (helm too)", str(writes_any), "0")
         for name in sorted(tools):
-            table.add_row(name, str(tools[name]), "1 each for status" if "status" in name else "")
+            note = {"helm get": "2 per release (metadata, values)", "minikube status": "1"}.get(name, "")
+            table.add_row(name, str(tools[name]), note)
         Console().print(table)
-        return 0 if writes == 0 else 1
+        return 0 if writes == writes_any == 0 else 1
     finally:
         world.close()
         patch.undo()

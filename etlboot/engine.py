@@ -158,9 +158,13 @@ def wait_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Call `probe` until it returns (True, state) or `timeout` passes; raise WaitTimeout with the last state."""
+    """Call `probe` until it returns (True, state) or `timeout` passes; raise WaitTimeout with the last state.
+
+    The pause between probes starts short and doubles up to `interval`: most things (a token filled, a CRD
+    established, a small Deployment rolled out) are ready within a second, and slow ones are not polled hard."""
     deadline = clock() + timeout
     last = "not checked yet"
+    pause = min(0.1, interval)
     with (reporter.waiting(what) if reporter else _null()) as status:
         while True:
             done, last = probe()
@@ -174,7 +178,8 @@ def wait_until(
                     f"timed out after {timeout:.0f}s waiting for {what}; last state: {last}",
                     hint="raise WAIT_TIMEOUT_SECONDS, or look at the object with kubectl describe",
                 )
-            sleep(min(interval, max(remaining, 0.01)))
+            sleep(min(pause, max(remaining, 0.01)))
+            pause = min(pause * 2, interval)
 
 
 class _null:
