@@ -139,6 +139,7 @@ def prod(world):
     ("core", "down", {"yes": True}), ("core", "ui", {"show_token": True}), ("core", "ui", {}),
     ("demo", "upload", {"no_follow": True}), ("demo", "verify", {}),
     ("examples", "run_example", {"name": "hello-world"}), ("examples", "clean", {"yes": True}),
+    ("examples", "run_all", {}), ("examples", "webhook", {}),
 ])
 def test_every_task_refuses_another_current_context_and_sends_it_nothing(world, prod, module, task, kwargs):
     code, out = run_task(module, task, **kwargs)
@@ -270,7 +271,7 @@ def test_planted_foreign_objects_of_every_kind_survive_up_down_and_purge(world):
 
     ctx = make_context(config.load(world.env_file))
     planted = []
-    for step in stack.platform_steps(ctx):
+    for step in stack.platform_steps(ctx) + stack.pipeline_steps(ctx):
         if not isinstance(step, ObjectStep) or step.desired(ctx)["kind"] == "Namespace":
             continue
         desired = step.desired(ctx)
@@ -287,7 +288,7 @@ def test_planted_foreign_objects_of_every_kind_survive_up_down_and_purge(world):
         world.emu.put_object(obj)
     kinds = {obj["kind"] for _, obj in planted}
     assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment", "Service",
-            "PersistentVolumeClaim", "EventBus"} <= kinds
+            "PersistentVolumeClaim", "EventBus", "EventSource", "Sensor", "WorkflowTemplate"} <= kinds
 
     def unchanged():
         for _, obj in planted:
@@ -298,9 +299,9 @@ def test_planted_foreign_objects_of_every_kind_survive_up_down_and_purge(world):
             if "data" in obj:
                 assert live["data"] == obj["data"]
 
-    assert world.run("up", only="platform")[0] == 1
+    assert world.run("up")[0] == 1
     unchanged()
-    code, out = world.run("status", only="platform")
+    code, out = world.run("status")
     assert code == 1
     for name, _ in planted:
         line = next(l for l in out.splitlines() if f" {name} " in f" {l} ")
