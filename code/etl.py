@@ -129,6 +129,24 @@ def date_and_name(key: str, uploaded: datetime, prefix: str = INPUT_PREFIX) -> t
     return date, f"{folder}/{name}" if folder else name
 
 
+def upload_outputs(client: Minio, bucket: str, source_key: str, out_key: str, parquet: str, rejects_key: str,
+                   rejects: str | None) -> None:
+    """Store one input's Parquet (and its rejects, or remove stale ones), never over another input's output.
+
+    Rejects go first: the Parquet upload is what triggers the aggregation (and what downstream listens for).
+    """
+    meta = source_metadata(source_key)
+    try:
+        check_output_is_ours(client, bucket, out_key, source_key)
+        if rejects:
+            client.fput_object(bucket, rejects_key, rejects, content_type="text/csv", metadata=meta)
+        else:
+            client.remove_object(bucket, rejects_key)
+        client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE, metadata=meta)
+    except S3Error as exc:
+        raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
+
+
 def source_metadata(source_key: str) -> dict[str, str]:
     """Object metadata naming the input (S3 metadata is ASCII: the key is percent-encoded)."""
     return {SOURCE_META: quote(source_key, safe="/")}
@@ -171,19 +189,7 @@ def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
         result = csv2parquet.convert(src, parquet, rejects, metadata={
             "source": f"s3://{bucket}/{key}", "source_etag": stat.etag or ""})
 
-        meta = source_metadata(key)
-        try:
-            check_output_is_ours(client, bucket, out_key, key)
-            # Rejects first: the Parquet upload is what triggers the aggregation.
-            if result["rejected"]:
-                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv",
-                                   metadata=meta)
-            else:
-                client.remove_object(bucket, rejects_key)
-            client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE,
-                               metadata=meta)
-        except S3Error as exc:
-            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
+        upload_outputs(client, bucket, key, out_key, parquet, rejects_key, rejects if result["rejected"] else None)
 
     summary = {
         "bucket": bucket, "key": key, "date": date, "name": name, "output": out_key,

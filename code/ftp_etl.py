@@ -40,12 +40,10 @@ import time
 from datetime import datetime, timezone
 
 from minio import Minio
-from minio.error import S3Error
 
 import csv2parquet
 import failures
-from etl import (PARQUET_CONTENT_TYPE, EtlError, check_output_is_ours, date_and_name,
-                 layout_from_env, s3_failure, source_metadata)
+from etl import EtlError, date_and_name, layout_from_env, upload_outputs
 from s3client import client_from_env
 
 # outside output/: the MinIO aggregation listens on output/*.parquet and must not fire for FTP results
@@ -160,19 +158,7 @@ def run(path: str, bucket: str | None = None, client: Minio | None = None, env=N
         result = csv2parquet.convert(src, parquet, rejects, metadata={
             "source": source, "source_mtime": mtime.isoformat() if mtime else ""})
 
-        meta = source_metadata(path)
-        try:
-            check_output_is_ours(client, bucket, out_key, path)
-            # rejects first, as etl.py does: the Parquet upload is what downstream listens for
-            if result["rejected"]:
-                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv",
-                                   metadata=meta)
-            else:
-                client.remove_object(bucket, rejects_key)
-            client.fput_object(bucket, out_key, parquet, content_type=PARQUET_CONTENT_TYPE,
-                               metadata=meta)
-        except S3Error as exc:
-            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
+        upload_outputs(client, bucket, path, out_key, parquet, rejects_key, rejects if result["rejected"] else None)
 
     summary = {
         "source": source, "bucket": bucket, "date": date, "name": name, "output": out_key,

@@ -13,6 +13,16 @@ for extra in (ROOT, ROOT / "tests"):
         sys.path.insert(0, str(extra))
 
 
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A whole fake world for up/status/down (tests/stack_harness.py), closed after the test."""
+    from stack_harness import World
+
+    w = World(tmp_path, monkeypatch)
+    yield w
+    w.close()
+
+
 @pytest.fixture(autouse=True)
 def _hints_as_invoke_prints_them(monkeypatch):
     """`./etl test` exports ETLBOOT_LAUNCHER=./etl; tests see the tool as `invoke` runs it unless they say."""

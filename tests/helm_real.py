@@ -231,3 +231,22 @@ def helm_children(subcommand: str = "upgrade") -> list[int]:
         if ppid == me and any(os.path.basename(w) == "helm" for w in words[:2]) and subcommand in words:
             pids.append(int(entry.name))
     return pids
+
+
+# -- what tests of the Helm steps look at -------------------------------------------------------------
+
+
+def helm_verbs(world) -> list[str]:
+    """`upgrade`, `get`, `rollback` … of every recorded helm call, in order."""
+    verbs = []
+    for argv in world.calls("helm"):
+        words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--kube-context")]
+        verbs.append(words[0] if words else "")
+    return verbs
+
+
+def make_deployments_ready(world) -> None:
+    """The Deployment controller catches up (no request is logged for this)."""
+    world.emu.auto_ready = True
+    for dep in world.emu.objects("Deployment", "argo-etl"):
+        world.emu.put_object(dep, run_controllers=True)

@@ -11,18 +11,10 @@ import tarfile
 
 import pytest
 
-from stack_harness import World
 from test_toolinstall import ReleaseServer
 
 from etlboot import toolinstall
 from etlboot.toolinstall import Artifact, Pin
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = World(tmp_path, monkeypatch)
-    yield w
-    w.close()
 
 
 def _bare_path(world, tmp_path, monkeypatch, keep=("docker",)):

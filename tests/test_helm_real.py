@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helm_real import ChartRepo, helm_children, helm_env, real_helm, real_helm3, run_steps, use_real_helm  # noqa: F401
+from helm_real import (ChartRepo, helm_children, helm_env, helm_verbs, make_deployments_ready,  # noqa: F401
+                       real_helm, real_helm3, run_steps, use_real_helm)
 from kube_emulator import KubeEmulator
 from stack_harness import World, standins_bin
 
@@ -48,20 +49,6 @@ def release_states(world, name: str) -> list[tuple[int, str]]:
         if labels.get("owner") == "helm" and labels.get("name") == name:
             rows.append((int(labels["version"]), labels["status"]))
     return sorted(rows)
-
-
-def helm_verbs(world) -> list[str]:
-    verbs = []
-    for argv in world.calls("helm"):
-        words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--kube-context")]
-        verbs.append(words[0] if words else "")
-    return verbs
-
-
-def make_deployments_ready(world) -> None:
-    world.emu.auto_ready = True
-    for dep in world.emu.objects("Deployment", NS):
-        world.emu.put_object(dep, run_controllers=True)
 
 
 def assert_next_up_writes_nothing(world) -> None:

@@ -12,17 +12,9 @@ import time
 
 import pytest
 
-from helm_real import run_steps
-from stack_harness import World
+from helm_real import helm_verbs, make_deployments_ready, run_steps
 
 NS = "argo-etl"
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = World(tmp_path, monkeypatch)
-    yield w
-    w.close()
 
 
 def releases(world) -> dict[str, list[dict]]:
@@ -30,22 +22,6 @@ def releases(world) -> dict[str, list[dict]]:
     path = world.state / "helm.json"
     state = json.loads(path.read_text()) if path.exists() else {}
     return {key.split("/", 1)[1]: entry["revisions"] for key, entry in state.get("releases", {}).items()}
-
-
-def helm_verbs(world) -> list[str]:
-    """`upgrade`, `get`, `rollback` … of every recorded helm call, in order."""
-    verbs = []
-    for argv in world.calls("helm"):
-        words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--kube-context")]
-        verbs.append(words[0] if words else "")
-    return verbs
-
-
-def make_deployments_ready(world) -> None:
-    """The Deployment controller catches up (no request is logged for this)."""
-    world.emu.auto_ready = True
-    for dep in world.emu.objects("Deployment", NS):
-        world.emu.put_object(dep, run_controllers=True)
 
 
 def assert_second_up_writes_nothing(world) -> None:

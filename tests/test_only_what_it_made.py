@@ -17,17 +17,9 @@ from invoke import Context as InvokeContext
 from invoke import Exit
 
 from kube_emulator import KubeEmulator
-from stack_harness import World
 
 NS = "argo-etl"
 OURS = {"app.kubernetes.io/managed-by": "argo-etl-bootstrap"}
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = World(tmp_path, monkeypatch)
-    yield w
-    w.close()
 
 
 def run_task(module: str, task_name: str, **kwargs) -> tuple[int, str]:

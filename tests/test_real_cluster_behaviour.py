@@ -12,16 +12,8 @@ import pytest
 from etlboot import charts, config
 from etlboot.kube import Kube
 from etlboot.steps import readiness
-from stack_harness import World
 
 NS = "argo-etl"
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = World(tmp_path, monkeypatch)
-    yield w
-    w.close()
 
 
 # -- list items carry no kind (kubernetes/kubernetes#3030) -------------------------------------------------------

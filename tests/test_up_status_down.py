@@ -6,14 +6,6 @@ import base64
 
 import pytest
 
-from stack_harness import World
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = World(tmp_path, monkeypatch)
-    yield w
-    w.close()
 
 
 def outcome_lines(output: str, word: str) -> list[str]:
