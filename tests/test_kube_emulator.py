@@ -429,9 +429,19 @@ def test_status_subresource(apps, core, emu):
     assert out.status.ready_replicas == 0
     read = apps.read_namespaced_deployment_status("st", "default")
     assert read.status.ready_replicas == 0
-    body = apps.read_namespaced_deployment("st", "default")
-    body.status.ready_replicas = 2
-    assert apps.replace_namespaced_deployment_status("st", "default", body).status.ready_replicas == 2
+    # the simulated controller may still write the Deployment, as on a cluster: a PUT carrying a stale RV is
+    # a 409, and the client reads again (optimistic concurrency)
+    for attempt in range(5):
+        emu.settle()
+        body = apps.read_namespaced_deployment("st", "default")
+        body.status.ready_replicas = 2
+        try:
+            replaced = apps.replace_namespaced_deployment_status("st", "default", body)
+            break
+        except ApiException as exc:
+            if exc.status != 409 or attempt == 4:
+                raise
+    assert replaced.status.ready_replicas == 2
     core.create_namespace({"metadata": {"name": "stat"}})
     ns = core.patch_namespace_status("stat", {"status": {"phase": "Terminating"}})
     assert ns.status.phase == "Terminating"
