@@ -26,6 +26,7 @@ class ConfigError(Exception):
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 BUCKET = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")  # characters, first and last; the other rules: _validate
 IMAGE = re.compile(r"^([a-z0-9.-]+(:\d+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+QUANTITY = re.compile(r"(\d+(\.\d+)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[kMGTPE]|[eE][+-]?\d+)?")
 VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-.+][0-9A-Za-z.-]+)?$")
 
 
@@ -34,7 +35,7 @@ class Setting:
     name: str
     default: str | None
     help: str
-    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration
+    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration | quantity
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
@@ -69,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MINIO_IMAGE", "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z", "MinIO server image (Docker Hub minio/minio is gone; quay.io or a fork such as docker.io/pgsty/silo)", "image", group="minio"),
     Setting("MINIO_ROOT_USER", "etl-admin", "MinIO root user", "str", group="minio"),
     Setting("MINIO_ROOT_PASSWORD", None, "MinIO root password (generated on first run, >= 24 chars)", secret=True, generate=True, group="minio"),
-    Setting("MINIO_STORAGE_SIZE", "5Gi", "size of MinIO's PersistentVolumeClaim", group="minio"),
+    Setting("MINIO_STORAGE_SIZE", "5Gi", "size of MinIO's PersistentVolumeClaim (a Kubernetes quantity: 5Gi, 500Mi)", "quantity", group="minio"),
     Setting("ETL_BUCKET", "etlproj", "bucket the pipeline reads input/ from and writes output/ to", "bucket", group="minio"),
     Setting("ARTIFACT_BUCKET", "artifact", "bucket of the Argo Workflows artifact repository", "bucket", group="minio"),
     # -- pipeline
@@ -185,6 +186,9 @@ def _validate(setting: Setting, value: str) -> str:
         # a base URL: the parts joined to it start with `/`. Argo Events v1.9.10 joins the SNS webhook's url
         # and endpoint without trimming, so `https://host/` would subscribe `https://host//<path>`
         value = value.rstrip("/")
+    elif kind == "quantity":
+        if not QUANTITY.fullmatch(value):
+            raise ConfigError(f"{name}={value!r} is not a size like 5Gi or 500Mi (a Kubernetes quantity)")
     elif kind == "duration":
         if not re.match(r"^(\d+h)?(\d+m)?(\d+s)?$", value) or value == "":
             raise ConfigError(f"{name}={value!r} is not a duration like 10m or 90s")

@@ -43,7 +43,12 @@ def plan(dataset: str, file: str = "") -> list[Upload]:
             raise StepError(f"--file {file}: no such file")
         if path.suffix.lower() != ".csv":
             raise StepError(f"--file {file}: the pipeline listens for input/*.csv only")
-        return [Upload(path, f"input/{path.name}")]
+        with open(path, "rb") as handle:
+            if b"\0" in handle.read(65536):
+                raise StepError(f"--file {file}: this is not a text file (it holds NUL bytes)",
+                                hint="the pipeline converts CSV text: no,name,score")
+        # the EventSource's filter is `.csv`, case-sensitive: data.CSV is stored as input/data.csv
+        return [Upload(path, f"input/{path.stem}.csv")]
     if dataset not in DATASETS:
         raise StepError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
     return [Upload(DATA / local, key) for local, key in DATASETS[dataset]]

@@ -156,3 +156,39 @@ def test_status_json_is_one_document_on_stdout(world):
     assert document["ok"] is True and document["command"] == "status"
     assert {"step": "argo-events/release", "outcome": "ok"}.items() <= next(
         s for s in document["steps"] if s["step"] == "argo-events/release").items()
+
+
+# -- inputs checked where they enter -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, ok", [("5Gi", True), ("500Mi", True), ("1.5Gi", True), ("10G", True),
+                                       ("134217728", True), ("lots", False), ("5 Gi", False), ("-1Gi", False),
+                                       ("", False)])
+def test_minio_storage_size_is_a_quantity(env_file, value, ok):
+    from etlboot import config
+
+    env_file.write_text(f"MINIO_STORAGE_SIZE={value}\n")
+    if ok:
+        assert config.load(env_file, environ={}, generate=False).values["MINIO_STORAGE_SIZE"] == value
+    else:
+        with pytest.raises(config.ConfigError, match="MINIO_STORAGE_SIZE"):
+            config.load(env_file, environ={}, generate=False)
+
+
+def test_demo_file_upper_case_suffix_is_stored_as_the_eventsource_matches_it(tmp_path):
+    from etlboot import demo
+
+    path = tmp_path / "Scores.CSV"
+    path.write_text("no,name,score\n1,a,2\n")
+    (upload,) = demo.plan("single", str(path))
+    assert upload.key == "input/Scores.csv"
+
+
+def test_demo_file_that_is_binary_is_refused(tmp_path):
+    from etlboot import demo
+    from etlboot.engine import StepError
+
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    with pytest.raises(StepError, match="not a text file"):
+        demo.plan("single", str(path))
