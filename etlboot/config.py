@@ -99,6 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
+#: what people put in .env that the tools read from the environment themselves
+FROM_THE_ENVIRONMENT = {
+    "KUBECONFIG": "kubectl, helm and the tool read it from the environment: `export KUBECONFIG=…` "
+                  "(the context is KUBE_CONTEXT)",
+}
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
@@ -258,6 +263,8 @@ def load(env_file: Path | None = None, environ: dict[str, str] | None = None, ge
     unknown = [k for k in file_values if k not in BY_NAME]
     if unknown:
         key = unknown[0]
+        if key in FROM_THE_ENVIRONMENT:
+            raise ConfigError(f"{env_file.name}: {key} is not a setting of this tool: {FROM_THE_ENVIRONMENT[key]}")
         close = difflib.get_close_matches(key, BY_NAME, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"{env_file.name}: unknown setting {key}{hint}")

@@ -93,6 +93,9 @@ def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
 
 
 def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    if kube(ctx).get("apps/v1", "Deployment", "minio", ctx.settings.namespace) is None:
+        raise StepError(f"MinIO is not running in namespace {ctx.settings.namespace}",
+                        hint="run `invoke up` first")
     client = minio_client(ctx)
     bucket = ctx.settings.etl_bucket
     for index, item in enumerate(uploads):

@@ -192,3 +192,21 @@ def test_demo_file_that_is_binary_is_refused(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
     with pytest.raises(StepError, match="not a text file"):
         demo.plan("single", str(path))
+
+
+def test_kubeconfig_in_env_file_is_refused_with_the_reason(env_file):
+    from etlboot import config
+
+    env_file.write_text("KUBECONFIG=/somewhere/config\n")
+    with pytest.raises(config.ConfigError, match="KUBECONFIG is not a setting of this tool.*export KUBECONFIG"):
+        config.load(env_file, environ={}, generate=False)
+
+
+def test_demo_upload_before_up_says_run_up_first(world):
+    assert world.run("up", only="platform")[0] == 0
+    world.emu.delete_object("Deployment", "minio", "argo-etl")
+    from test_only_what_it_made import run_task
+
+    code, out = run_task("demo", "upload", no_follow=True)
+    assert code == 1
+    assert "MinIO is not running" in out and "run `invoke up` first" in out and "Traceback" not in out
