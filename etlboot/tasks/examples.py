@@ -83,6 +83,8 @@ def _run_all(timeout: int, logs: bool, debug: bool) -> list[ex.RunResult]:
     ctx = make_context(settings, debug=debug)
     results = []
     try:
+        # once, before any example: a cluster without Argo is one line, not every example failing in turn
+        ex.preflight(ctx, ["Workflow"])
         for example in ex.CATALOG:
             ctx.reporter.say(f"── {example.name}: {example.teaches}", style="bold")
             results.append(_run_one(ctx, example, {}, timeout=_timeout(settings, timeout), logs=logs))

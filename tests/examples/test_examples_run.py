@@ -137,6 +137,17 @@ def test_nothing_is_created_without_argo_installed(cluster, capsys):
     assert "Argo Workflows is not installed" in out and "invoke up" in out
 
 
+def test_examples_all_without_argo_is_one_line_not_every_example_failing(cluster, capsys):
+    cluster.delete_object("CustomResourceDefinition", "workflows.argoproj.io")
+    with pytest.raises(Exit) as exit_info:
+        tasks.run_all(Context())
+    assert exit_info.value.code == 1
+    assert not cluster.write_requests()
+    out = capsys.readouterr().out
+    assert "Argo Workflows is not installed" in out and "invoke up" in out
+    assert "──" not in out and out.count("✗") == 1, out
+
+
 def test_nothing_is_created_on_another_context(cluster, monkeypatch, capsys):
     monkeypatch.setenv("KUBE_CONTEXT", "production")
     with pytest.raises(Exit):
