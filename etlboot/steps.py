@@ -82,6 +82,7 @@ class ObjectStep(Step):
         self.wait_ready = wait_ready
         self.before_apply = before_apply
         self.extra_health = extra_health
+        self._adopted_in_this_run = False  # steps are made anew for every run
 
     def desired(self, ctx: Context) -> dict:
         return ctx.cached(f"desired:{self.name}",
@@ -117,7 +118,7 @@ class ObjectStep(Step):
             if extra is not None:
                 healthy = extra if healthy is None else (healthy and extra)
                 detail = "; ".join(d for d in (detail, extra_detail) if d)
-        if ctx.option("adopt") and f"adopted:{self.name}" in ctx._cache:
+        if self._adopted_in_this_run:
             detail = "; ".join(d for d in (f"adopted with --adopt: it was there before the tool", detail) if d)
         return Check(state, diff=diff, healthy=healthy, detail=detail, live=live)
 
@@ -145,7 +146,7 @@ class ObjectStep(Step):
             self.before_apply(ctx, desired)
         kube(ctx).apply(desired)
         if any(d.startswith("adopting ") for d in check.diff):
-            ctx.cached(f"adopted:{self.name}", lambda: True)  # the line of this step says so
+            self._adopted_in_this_run = True  # the line of this step says so
         extra = extra_keys(desired, check.live) if check.live else {}
         if extra:
             # server-side apply keeps fields another manager set (`kubectl edit`): remove them explicitly

@@ -64,7 +64,19 @@ class Cluster:
                                         {"type": "TriggersProvided", "status": "True"}]}
 
 
-class Webhook:
+class _Served:
+    """A loopback HTTP server (`self.server`) run by `self.thread` while the `with` block lasts."""
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Webhook(_Served):
     """A local HTTP endpoint standing in for the EventSource's webhook: records what SNS POSTs."""
 
     def __init__(self):
@@ -90,13 +102,6 @@ class Webhook:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class PublicAddress:
@@ -178,7 +183,7 @@ def _operation_of(service: str, method: str, target: str, headers, body: bytes) 
     return f"{method} {urlsplit(target).path}" + (f"?{'&'.join(sub)}" if sub else "")
 
 
-class CountingProxy:
+class CountingProxy(_Served):
     """An HTTP proxy on loopback in front of moto's server that records every request it forwards.
 
     Point AWS_ENDPOINT_URL at it and the tool's traffic is counted where it arrives, independently of
@@ -258,13 +263,6 @@ class CountingProxy:
         with self._lock:
             self.calls.clear()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def as_other_account(client, account: str = "111111111111"):
