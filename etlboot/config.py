@@ -35,7 +35,7 @@ class Setting:
     name: str
     default: str | None
     help: str
-    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration | quantity
+    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration | quantity | done_file | name_patterns
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
@@ -81,6 +81,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FTP_USER", "etl", "FTP user name", "str", group="ftp"),
     Setting("FTP_PASSWORD", None, "FTP password (generated on first run)", secret=True, generate=True, group="ftp"),
     Setting("FTP_POLL_SECONDS", "10", "FTP poll interval of the event server", "int", minimum=1, maximum=3600, group="ftp"),
+    Setting("FTP_MIN_AGE_SECONDS", "", "a file is reported only once it is this old by the FTP server's clock; empty: max(30, 3 x FTP_POLL_SECONDS), or 0 when FTP_DONE_FILE is set (docs/ftp.md)", "int", minimum=0, maximum=86400, optional=True, group="ftp"),
+    Setting("FTP_DONE_FILE", "", "done-marker name next to each file, made from {name} or {stem} (e.g. {name}.done): a file is reported only once its marker exists; empty: no marker", "done_file", optional=True, group="ftp"),
+    Setting("FTP_IGNORE", "*.part,*.tmp,.*", "comma-separated file-name patterns never reported (temporary names an uploader renames when complete); empty: report every name", "name_patterns", optional=True, group="ftp"),
+    Setting("FTP_CONFIRM_SECONDS", "30", "an event stays pending, and is sent again to the next stream, until its stream has stayed up this long after it (at-least-once delivery)", "int", minimum=1, maximum=3600, group="ftp"),
     # -- time
     Setting("WAIT_TIMEOUT_SECONDS", "300", "upper bound for every readiness wait", "int", minimum=5, maximum=7200),
     Setting("HELM_TIMEOUT", "10m", "helm --timeout for installs/upgrades", "duration"),
@@ -194,6 +198,18 @@ def _validate(setting: Setting, value: str) -> str:
     elif kind == "quantity":
         if not QUANTITY.fullmatch(value):
             raise ConfigError(f"{name}={value!r} is not a size like 5Gi or 500Mi (a Kubernetes quantity)")
+    elif kind == "done_file":
+        # the event server's rule (code/ftp_event_server/ftp_config.py), checked here so a bad value fails
+        # `up` with its name instead of ending the FTP stream inside the cluster
+        if "/" in value or not re.search(r"\{(name|stem)\}", value) or re.search(r"\{(?!name\}|stem\})", value) \
+                or value in ("{name}", "{stem}"):
+            raise ConfigError(f"{name}={value!r} is not a marker name like {{name}}.done or {{stem}}.ok "
+                              "(one file name, made from {name} or {stem}, other than the file itself)")
+    elif kind == "name_patterns":
+        patterns = [p.strip() for p in value.split(",")]
+        if any(not p or "/" in p for p in patterns):
+            raise ConfigError(f"{name}={value!r} is not a comma-separated list of file-name patterns "
+                              "(shell wildcards such as *.part, no '/', no empty entries)")
     elif kind == "duration":
         if not re.match(r"^(\d+h)?(\d+m)?(\d+s)?$", value) or value == "":
             raise ConfigError(f"{name}={value!r} is not a duration like 10m or 90s")

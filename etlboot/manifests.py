@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from string import Template
 
@@ -71,6 +72,9 @@ def variables(settings) -> dict[str, str]:
         # in the event server's pod template, so a code change restarts the pod
         "FTP_EVENT_SERVER_CODE_HASH": content_hash(ftp_event_server_files())[:16],
         "FTP_POLL_SECONDS": v["FTP_POLL_SECONDS"],
+        # the event server's defaults for what makes a file complete, as YAML (JSON) strings; empty = its default
+        **{name: json.dumps(v[name]) for name in
+           ("FTP_MIN_AGE_SECONDS", "FTP_DONE_FILE", "FTP_IGNORE", "FTP_CONFIRM_SECONDS")},
         "EVENTBUS_NATS_VERSION": v["EVENTBUS_NATS_VERSION"],
         "EVENTBUS_REPLICAS": v["EVENTBUS_REPLICAS"],
         "EVENTBUS_STREAM_REPLICAS": "1" if int(v["EVENTBUS_REPLICAS"]) < 3 else "3",

@@ -6,9 +6,12 @@ from __future__ import annotations
 import copy
 import re
 import string
+from types import SimpleNamespace
 
 import pytest
 import yaml
+
+from etlboot import config, manifests
 
 import ftp_etl
 import ftp_watch
@@ -23,6 +26,7 @@ ALLOWED_PLACEHOLDERS = {
     "ETL_IMAGE", "ETL_IMAGE_PULL_POLICY", "MINIO_ENDPOINT", "MINIO_SECRET", "ETL_BUCKET", "WORKFLOW_SA",
     "SENSOR_SA", "CODE_CONFIGMAP", "FTP_IMAGE", "FTP_EVENT_SERVER_CONFIGMAP", "FTP_POLL_SECONDS",
     "FTP_SECRET", "FTP_EVENT_SERVER_CODE_HASH",
+    "FTP_MIN_AGE_SECONDS", "FTP_DONE_FILE", "FTP_IGNORE", "FTP_CONFIRM_SECONDS",
 }
 
 
@@ -161,6 +165,46 @@ def test_eventsource_config_is_accepted_by_the_event_server(docs, values):
     assert cfg.state_file.startswith("/state/ftp-")
     assert ("Service", cfg.host) in docs and cfg.port in {p["port"] for p in docs[("Service", cfg.host)]["spec"]["ports"]}
     assert "password:" not in source["config"].replace("passwordEnv:", "")
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({}, {"min_age": 30.0, "done_file": "", "ignore": ("*.part", "*.tmp", ".*"), "confirm": 30.0}),
+    ({"FTP_POLL_SECONDS": "20"}, {"min_age": 60.0}),
+    ({"FTP_MIN_AGE_SECONDS": "0", "FTP_IGNORE": "", "FTP_CONFIRM_SECONDS": "5"},
+     {"min_age": 0.0, "ignore": (), "confirm": 5.0}),
+    ({"FTP_DONE_FILE": "{stem}.ok", "FTP_IGNORE": "*.partial, ~*"},
+     {"done_file": "{stem}.ok", "min_age": 0.0, "ignore": ("*.partial", "~*")}),
+    ({"FTP_IGNORE": 'say "hi", x: y'}, {"ignore": ('say "hi"', "x: y")}),
+])
+def test_the_ftp_settings_reach_the_event_server(settings, expected):
+    """FTP_MIN_AGE_SECONDS, FTP_DONE_FILE, FTP_IGNORE and FTP_CONFIRM_SECONDS, as `up` renders them
+    into the event server's Deployment, are the rules the server then applies; empty means its
+    default (and any value survives YAML quoting)."""
+    raw = {s.name: (s.default if s.default is not None else "sample") for s in config.SETTINGS}
+    raw.update(settings)
+    for name, value in settings.items():
+        config._validate(config.BY_NAME[name], value)
+    values = manifests.variables(SimpleNamespace(values={**raw, "ETL_IMAGE": "argo-etl:test"}))
+    docs = {(d["kind"], d["metadata"]["name"]): d for path in sorted(FTP_DIR.glob("*.yaml"))
+            for d in manifests.render(path, {**values, **OVERRIDES})}
+    deploy_env = container(docs[("Deployment", "ftp-event-server")])["env"]
+    env = {name: "x" for name in secret_refs(deploy_env)}
+    env.update(plain_env(deploy_env))
+    [(event_name, source)] = docs[("EventSource", "ftp")]["spec"]["generic"].items()
+    cfg = ftp_watch.parse_config(source["config"], env, event_name=event_name)
+    got = {"min_age": cfg.min_age_seconds, "done_file": cfg.done_file, "ignore": tuple(cfg.ignore),
+           "confirm": cfg.confirm_seconds}
+    assert {k: got[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("name,value", [
+    ("FTP_DONE_FILE", "done"), ("FTP_DONE_FILE", "{name}"), ("FTP_DONE_FILE", "ok/{name}"),
+    ("FTP_DONE_FILE", "{nam}.done"), ("FTP_IGNORE", "*.part,,*.tmp"), ("FTP_IGNORE", "tmp/*"),
+    ("FTP_MIN_AGE_SECONDS", "soon"), ("FTP_CONFIRM_SECONDS", "0"),
+])
+def test_a_bad_ftp_setting_is_refused_with_its_name(name, value):
+    with pytest.raises(config.ConfigError, match=name):
+        config._validate(config.BY_NAME[name], value)
 
 
 def gjson_get(data, path):
