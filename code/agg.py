@@ -12,7 +12,10 @@ Correct under concurrency (replaces the tutorial's "terminate the previous aggre
   3x that in total), so a burst of uploads gives one aggregation. A quiet period rather than a fixed
   sleep, so the aggregations queued behind the mutex do not each sleep again.
 - The input set is the sorted (key, ETag) pairs of the day's files; its sha256 is the digest. If the
-  current result was computed from the same digest, nothing is written ("up to date").
+  current result was computed from the same digest, nothing is written ("up to date"). The digest
+  is compared with the result's `input-digest` metadata by a HEAD, so summary.json (which grows
+  with the day) is downloaded only when it is not already the result of this input set: an
+  up-to-date run is one listing and two HEADs.
 - Otherwise the summary is computed and written, unless the current result is newer: it already
   covers every one of our inputs at least as recently and more (a strict superset, or newer versions
   of the same keys) -- an older, smaller aggregation never replaces a newer one.
@@ -29,8 +32,8 @@ Incremental: the result keeps each file's numbers with its ETag, so a re-aggrega
 every new result file) reads only the files that are new or replaced since; `--full` reads all.
 
 Reading: the day's files are fetched in parallel (AGG_WORKERS threads); a file up to 8 MiB in one GET,
-a bigger one by range GETs of its footer and of the `name`/`score` columns only (plus `no` of the
-winning row's row group). Rows per file come from the Parquet footer. Every GET carries If-Match
+its three columns decoded at once; a bigger one by range GETs of its footer and of the `name`/`score`
+columns only (plus `no` of the winning row's row group). Rows per file come from the Parquet footer. Every GET carries If-Match
 with the listed ETag, so a file replaced mid-run restarts the round instead of mixing versions. An
 unreadable file is recorded in `unreadable` (with the error) and left out of the numbers, so one bad
 upload does not block the day; a read that failed because S3 was unreachable or throttled fails the
@@ -244,13 +247,14 @@ def read_file_stats(client: Minio, bucket: str, item: Input) -> dict:
              "last_modified": item.last_modified.isoformat()}
     try:
         if item.size <= WHOLE_OBJECT_BYTES:
-            source = pa.BufferReader(_get(client, bucket, item))
+            # small: one GET, and the three columns decoded at once (cheaper than two reads)
+            pf = pq.ParquetFile(pa.BufferReader(_get(client, bucket, item)))
+            stats["rows"] = pf.metadata.num_rows
+            stats["best"] = _best_row(pf.read(columns=["no", "name", "score"]))
         else:
-            source = pa.PythonFile(_RangeReader(client, bucket, item), mode="r")
-        pf = pq.ParquetFile(source)
-        stats["rows"] = pf.metadata.num_rows
-        table = pf.read(columns=["name", "score"])
-        stats["best"] = _best_row(pf, table)
+            pf = pq.ParquetFile(pa.PythonFile(_RangeReader(client, bucket, item), mode="r"))
+            stats["rows"] = pf.metadata.num_rows
+            stats["best"] = _best_row_by_groups(pf)
     except InputChanged:
         raise
     except S3Error as exc:
@@ -264,22 +268,37 @@ def read_file_stats(client: Minio, bucket: str, item: Input) -> dict:
     return stats
 
 
-def _best_row(pf: pq.ParquetFile, table: pa.Table) -> dict | None:
-    score = table.column("score")
-    top = pc.max(score).as_py()
-    if top is None:
+def _top(score: pa.ChunkedArray) -> tuple[int, object] | None:
+    """The position and value of the first highest score, or None when there is none."""
+    top = pc.max(score)
+    if not top.is_valid:
         return None
-    row = pc.index(score, pa.scalar(top, score.type)).as_py()
-    # The row's `no` is read from its row group only.
-    offset = 0
+    return pc.index(score, top).as_py(), top.as_py()
+
+
+def _best_row(table: pa.Table) -> dict | None:
+    found = _top(table.column("score"))
+    if found is None:
+        return None
+    row, top = found
+    return {"no": table.column("no")[row].as_py(), "name": table.column("name")[row].as_py(),
+            "score": top}
+
+
+def _best_row_by_groups(pf: pq.ParquetFile) -> dict | None:
+    """For a big file: `name` and `score` whole, the row's `no` from its row group only."""
+    table = pf.read(columns=["name", "score"])
+    found = _top(table.column("score"))
+    if found is None:
+        return None
+    row, top = found
+    offset, no = 0, None
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         if row < offset + n:
             no = pf.read_row_group(rg, columns=["no"]).column("no")[row - offset].as_py()
             break
         offset += n
-    else:
-        no = None
     return {"no": no, "name": table.column("name")[row].as_py(), "score": top}
 
 
@@ -362,6 +381,18 @@ def read_result(client: Minio, settings: Settings, date: str) -> dict | None:
             response.release_conn()
 
 
+def result_digest(client: Minio, settings: Settings, date: str) -> str | None:
+    """The input digest the current result was computed from, from its metadata: one HEAD, however
+    big summary.json has grown. None when there is no result, "" for one without the mark."""
+    try:
+        meta = client.stat_object(settings.bucket, settings.summary_key(date)).metadata
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NotFound"):
+            return None
+        raise
+    return meta.get(f"x-amz-meta-{DIGEST_META}") or ""
+
+
 def _put(client: Minio, settings: Settings, key: str, body: bytes, content_type: str,
          digest: str) -> None:
     client.put_object(settings.bucket, key, io.BytesIO(body), len(body),
@@ -378,18 +409,20 @@ def write_result(client: Minio, settings: Settings, summary: dict) -> None:
          "text/plain; charset=utf-8", digest)
 
 
-def ensure_text_view(client: Minio, settings: Settings, summary: dict) -> bool:
+def ensure_text_view(client: Minio, settings: Settings, digest: str, date: str) -> bool:
     """Rewrites agg.txt if it is missing or from another input set; True if it did."""
     try:
-        meta = client.stat_object(settings.bucket, settings.text_key(summary["date"])).metadata
-        if meta.get(f"x-amz-meta-{DIGEST_META}") == summary["input_digest"]:
+        meta = client.stat_object(settings.bucket, settings.text_key(date)).metadata
+        if meta.get(f"x-amz-meta-{DIGEST_META}") == digest:
             return False
     except S3Error as exc:
         if exc.code not in ("NoSuchKey", "NotFound"):
             raise
-    _put(client, settings, settings.text_key(summary["date"]),
-         render_text(summary).encode("utf-8"), "text/plain; charset=utf-8",
-         summary["input_digest"])
+    summary = read_result(client, settings, date)
+    if summary is None or summary.get("input_digest") != digest:
+        return False      # the result changed meanwhile; its writer writes its own view
+    _put(client, settings, settings.text_key(date), render_text(summary).encode("utf-8"),
+         "text/plain; charset=utf-8", digest)
     return True
 
 
@@ -429,19 +462,24 @@ def run(date: str, settings: Settings, client: Minio | None = None, hook: Hook |
               "writes": 0, "superseded": 0, "result": settings.summary_key(date)}
     report["settled_seconds"] = settle(client, settings, date, sleep=sleep)
 
+    written = None   # the digest of the result this run wrote last (its agg.txt is current)
     for round_no in range(1, settings.max_rounds + 1):
         report["rounds"] = round_no
         inputs = list_inputs(client, settings.bucket, date, settings.output_layout)
         digest = input_digest(inputs)
         hook("listed", round=round_no, inputs=inputs)
-        current = read_result(client, settings, date)
-        if current is not None and current.get("input_digest") == digest:
-            if ensure_text_view(client, settings, current):
+        # the current result's digest by a HEAD first: summary.json itself is read only when it
+        # is not already the result of this input set
+        head = result_digest(client, settings, date)
+        if head == digest:
+            if digest != written and ensure_text_view(client, settings, digest, date):
                 report["text_rewritten"] = True
             report.update(outcome="written" if report["writes"] else "up-to-date",
-                          input_digest=digest, files=len(inputs),
-                          max=current.get("max"), total_rows=current.get("total_rows"))
+                          input_digest=digest, files=len(inputs))
             return report
+        current = None if head is None else read_result(client, settings, date)
+        if current is not None and current.get("input_digest") == digest:
+            continue   # replaced between the HEAD and the GET: look again
         if current is not None and supersedes(current, inputs):
             # A newer result exists. Either our listing is already stale (look again), or files
             # the result counted were deleted since (the listing stays the same: recompute).
@@ -457,14 +495,18 @@ def run(date: str, settings: Settings, client: Minio | None = None, hook: Hook |
         summary["run_id"] = run_id
         report["files_read"] = report.get("files_read", 0) + summary["files_read"]
         hook("computed", round=round_no, summary=summary)
-        latest = read_result(client, settings, date)   # someone may have finished meanwhile
-        if latest != current and latest is not None and (
-                latest.get("input_digest") == digest or supersedes(latest, inputs)):
-            report["superseded"] += 1
-            continue
+        # someone may have finished meanwhile: a HEAD tells, the result is read only if it changed
+        if result_digest(client, settings, date) != (current or {}).get("input_digest"):
+            latest = read_result(client, settings, date)
+            if latest is not None and (latest.get("input_digest") == digest
+                                       or supersedes(latest, inputs)):
+                report["superseded"] += 1
+                continue
         hook("before_put", round=round_no, summary=summary)
         write_result(client, settings, summary)
         report["writes"] += 1
+        written = digest
+        report.update(max=summary["max"], total_rows=summary["total_rows"])
     report["outcome"] = "unsettled"
     report["message"] = (f"inputs still changing after {settings.max_rounds} rounds; the "
                          "aggregation triggered by the newest file will finish the day")

@@ -105,6 +105,43 @@ def test_reaggregation_reads_only_new_or_replaced_files(s3):
     assert agg.run(DATE, settings(s3, full=True))["files_read"] == 5
 
 
+def test_requests_per_aggregation_counted_at_the_server(s3):
+    """From scratch one GET per file and no read of a result that is not there; nothing new: a LIST
+    and two HEADs, and summary.json (which grows with the day) is not downloaded; one more file:
+    summary.json once, the new file once."""
+    from collections import Counter
+
+    from helpers.counting_proxy import CountingProxy
+    from s3client import client_from_env
+
+    for n in range(20):
+        put_parquet(s3, f"output/{DATE}/{n:02d}.parquet", [(n, f"n{n}", n)])
+    with CountingProxy("http://" + s3.env["S3_ENDPOINT"]) as proxy:
+        client = client_from_env({**s3.env, "S3_ENDPOINT": proxy.url})
+
+        def requests_of(run) -> Counter:
+            del proxy.calls[:]
+            run()
+            return Counter((c.method, "summary" if c.path.endswith("summary.json") else
+                            "text" if c.path.endswith("agg.txt") else
+                            "file" if c.path.endswith(".parquet") else "bucket")
+                           for c in proxy.calls)
+
+        def aggregate():
+            agg.run(DATE, settings(s3), client=client)
+
+        scratch = requests_of(aggregate)
+        assert scratch[("GET", "file")] == 20 and scratch[("GET", "summary")] == 0
+        assert scratch[("PUT", "summary")] == scratch[("PUT", "text")] == 1
+        assert scratch[("GET", "bucket")] == 2          # the listing, and the one after writing
+        assert requests_of(aggregate) == Counter({("GET", "bucket"): 1, ("HEAD", "summary"): 1,
+                                                  ("HEAD", "text"): 1})
+        put_parquet(s3, f"output/{DATE}/99.parquet", [(99, "new", 1000)])
+        more = requests_of(aggregate)
+        assert more[("GET", "file")] == 1 and more[("GET", "summary")] == 1
+        assert summary(s3)["max"]["name"] == "new" and summary(s3)["total_rows"] == 21
+
+
 def test_a_file_arriving_during_aggregation_is_in_the_final_result(s3):
     tutorial_day(s3)
 
