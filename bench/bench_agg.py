@@ -23,6 +23,7 @@ import argparse
 import io
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,20 +45,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto(port: int, timeout: float = 30.0) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+S3RVER_VERSION = "3.7.1"
+S3RVER_DIR = ROOT / ".cache" / f"s3rver-{S3RVER_VERSION}"
+
+
+def s3rver_command(port: int, data_dir: str) -> list[str]:
+    """s3rver from the npm registry, installed once into .cache/ (git-ignored)."""
+    binary = S3RVER_DIR / "node_modules" / ".bin" / "s3rver"
+    if not binary.exists():
+        if not shutil.which("npm"):
+            raise SystemExit("s3rver needs Node.js and npm (or run with --server moto)")
+        print(f"installing s3rver {S3RVER_VERSION} from the npm registry into {S3RVER_DIR} ...",
+              flush=True)
+        S3RVER_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(S3RVER_DIR),
+                        f"s3rver@{S3RVER_VERSION}"], check=True, stdout=subprocess.DEVNULL)
+    return [str(binary), "-d", data_dir, "-a", "127.0.0.1", "-p", str(port), "--silent"]
+
+
+def start_server(kind: str, port: int, data_dir: str, timeout: float = 30.0) -> subprocess.Popen:
+    env = dict(os.environ)
+    if kind == "moto":
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    else:
+        command = s3rver_command(port, data_dir)
+        # s3rver 3.7.1 encrypts ListObjectsV2 continuation tokens with a cipher that Node 17+
+        # serves only from OpenSSL's legacy provider: without it every second page is a 500
+        env["NODE_OPTIONS"] = (env.get("NODE_OPTIONS", "") + " --openssl-legacy-provider").strip()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit("moto server exited at start")
+            raise SystemExit(f"{kind} exited at start")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc
         except OSError:
             time.sleep(0.2)
     proc.terminate()
-    raise SystemExit(f"moto server not listening after {timeout:.0f} s")
+    raise SystemExit(f"{kind} not listening after {timeout:.0f} s")
 
 
 def upload_file(client, i: int, rows: int, rng) -> None:
@@ -136,13 +162,21 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100, help="rows per file")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=16, help="our reader threads")
+    parser.add_argument("--server", choices=("s3rver", "moto"), default="s3rver",
+                        help="the local S3 server (default: s3rver, which serves requests "
+                             "concurrently; moto answers one at a time)")
     args = parser.parse_args()
 
     port = free_port()
-    env = {"S3_ENDPOINT": f"127.0.0.1:{port}", "S3_ACCESS_KEY": "bench" + secrets.token_hex(6),
-           "S3_SECRET_KEY": secrets.token_urlsafe(24), "S3_SECURE": "false",
+    if args.server == "s3rver":   # s3rver checks signatures against its fixed account
+        keys = {"S3_ACCESS_KEY": "S3RVER", "S3_SECRET_KEY": "S3RVER"}
+    else:
+        keys = {"S3_ACCESS_KEY": "bench" + secrets.token_hex(6),
+                "S3_SECRET_KEY": secrets.token_urlsafe(24)}
+    env = {"S3_ENDPOINT": f"127.0.0.1:{port}", **keys, "S3_SECURE": "false",
            "S3_REGION": "us-east-1"}
-    moto = start_moto(port)
+    data_dir = tempfile.mkdtemp(prefix="bench-agg-")
+    server = start_server(args.server, port, data_dir)
     try:
         from s3client import client_from_env
 
@@ -150,7 +184,7 @@ def main() -> int:
         client.make_bucket(BUCKET)
         upload_files(client, args.files, args.rows)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-              f"{args.files} files x {args.rows} rows on moto (separate process); "
+              f"{args.files} files x {args.rows} rows on {args.server} (separate process); "
               f"best of {args.repeat}", flush=True)
 
         n = args.files
@@ -175,12 +209,13 @@ def main() -> int:
             t_inc = min(t_inc, time.perf_counter() - start)
             assert inc["total_rows"] == (n + r + 1) * args.rows and inc["files_read"] == 1, inc
     finally:
-        moto.terminate()
+        server.terminate()
         try:
-            moto.wait(timeout=10)
+            server.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait(timeout=10)
+            server.kill()
+            server.wait(timeout=10)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     rows = [("from scratch", "tutorial (download each, pd.concat)", n, n, t_tut, t_tut),
             ("from scratch", "ours, 1 worker", n, one["files_read"], t_one, t_tut),
