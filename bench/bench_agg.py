@@ -1,21 +1,25 @@
 """Aggregation over many result files, side by side: ours (code/agg.py) vs the tutorial's agg.py.
 
-    .venv/bin/python bench/bench_agg.py                 # 1,000 files of 100 rows
-    .venv/bin/python bench/bench_agg.py --files 3000 --rows 50 --repeat 5
+    .venv/bin/python bench/bench_agg.py                          # 1,000 files of 100 rows
+    .venv/bin/python bench/bench_agg.py --files 10000 --repeat 1
+    .venv/bin/python bench/bench_agg.py --server moto            # moto instead of s3rver
 
-The S3 endpoint is moto's server in its own process on loopback (so its CPU use does not compete
-for our interpreter's GIL). Both methods read the same files and upload a result:
+The S3 endpoint runs in its own process on loopback (its CPU use does not compete for our
+interpreter's GIL): by default s3rver (npm; installed into .cache/ on first use, needs Node.js), a
+Node.js S3 server that serves requests concurrently, as MinIO and S3 do; moto's server answers one
+request at a time, which caps any parallel reader at its request rate. Both methods read the same
+files and upload a result:
 - tutorial: list, then for each object `fget_object` (a HEAD and a GET) to a local file,
   `pd.read_parquet`, then `pd.concat` and `idxmax` (its agg.py, without the endpoint constants);
-- ours: `agg.run` end to end (list, GETs of name/score only in parallel, summary, write, re-list).
+- ours: `agg.run` end to end (list, a HEAD of the result, one GET per file in parallel, summary,
+  write, list again to catch files that landed meanwhile).
 Two situations:
 - from scratch: no result yet (ours: the previous result is deleted before each repetition);
 - one more file: a day of --files files already aggregated, one new result file arrives and the
   aggregation runs again (as the agg Sensor does for every new file). The tutorial downloads the
   whole day again; ours reads only the new file and reuses the rest from its result.
-The best of --repeat runs is shown. moto answers one request at a time (~7-10 ms each, in Python),
-so from scratch both methods are bound by its request rate: the tutorial makes two requests per file,
-ours one; parallel reads pay off against a server that serves requests concurrently (MinIO).
+The best of --repeat runs is shown, and the load average before the first run: compare ratios
+taken in one run, not wall times across runs.
 """
 from __future__ import annotations
 

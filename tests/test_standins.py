@@ -380,6 +380,24 @@ def test_kubectl_port_forward_proxies_bytes(env):
     assert calls(env)[-1]["argv"] == ["port-forward", "-n", "storage", "svc/minio", ":9000"]
 
 
+def test_kubectl_port_forward_stops_cleanly_on_sigterm_right_after_its_first_line(env):
+    """A caller may stop the forward the moment it reads "Forwarding from": the handlers are in
+    place by then, so it always exits 0 (it used to die by the signal's default action when the
+    machine was busy)."""
+    echo = EchoServer()
+    try:
+        codes = []
+        for _ in range(8):
+            proc = start_forward(env, "svc/minio", ":9000", ":9001",
+                                 STANDIN_FORWARD_MINIO=f"127.0.0.1:{echo.port}")
+            assert proc.stdout.readline().startswith("Forwarding from")
+            proc.send_signal(signal.SIGTERM)
+            codes.append(proc.wait(timeout=5))
+        assert codes == [0] * 8
+    finally:
+        echo.close()
+
+
 def test_kubectl_port_forward_fixed_port_and_per_port_target(env):
     echo = EchoServer()
     with socket.socket() as s:
