@@ -55,8 +55,10 @@ import yaml
 
 try:  # imported both as `kube_emulator` (tests/ on sys.path) and as `tests.kube_emulator`
     import kube_emulator_defaults as _defaults
+    import kube_emulator_rbac
 except ImportError:  # pragma: no cover
     from tests import kube_emulator_defaults as _defaults
+    from tests import kube_emulator_rbac
 
 __all__ = ["KubeEmulator", "ApiError", "ResourceType"]
 
@@ -1218,6 +1220,9 @@ class KubeEmulator:
                     raise _PageNotFound()
                 return self._only_get(method, grp)
             group, version, rest = parts[1], parts[2], parts[3:]
+            if group == "authorization.k8s.io" and version == "v1" and rest in (
+                    ["subjectaccessreviews"], ["selfsubjectaccessreviews"]):
+                return self._access_review(method, rest[0], raw)
             if self._api_group(group) is None:
                 raise _PageNotFound()
         else:
@@ -1314,6 +1319,21 @@ class KubeEmulator:
                 return 204, "", None
             return 200, text, "text/plain"
         raise ApiError(404, "the server could not find the requested resource")
+
+    def _access_review(self, method, plural, raw):
+        """SubjectAccessReview / SelfSubjectAccessReview: create-only, answered by the RBAC rules in the
+        store (tests/kube_emulator_rbac.py). Every emulator token is an admin (system:masters)."""
+        if method != "POST":
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        code, body = kube_emulator_rbac.review(
+            lambda kind: self.objects(kind), _parse_body(raw), self_review=plural.startswith("self"),
+            caller_groups=["system:masters", "system:authenticated"])
+        if code == 201:   # the real server records who asked, as for any create
+            body["metadata"]["managedFields"] = [{
+                "manager": self._manager_name({}), "operation": "Update",
+                "apiVersion": "authorization.k8s.io/v1", "time": _now(), "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": _fields_v1(body["spec"])}}]
+        return code, body, "application/json"
 
     @staticmethod
     def _only_get(method, payload):
