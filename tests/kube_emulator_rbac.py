@@ -17,20 +17,20 @@ Objects = Callable[[str], list]   # kind -> every stored object of that kind
 SA_PREFIX = "system:serviceaccount:"
 
 
-def _subject_matches(subject: dict, user: str, groups: list[str]) -> bool:
+def _subject_matches(subject: dict, user: str, groups: list[str], namespace: str) -> bool:
     kind, name = subject.get("kind"), subject.get("name")
     if kind == "User":
         return name == user
     if kind == "Group":
         return name in groups
-    if kind == "ServiceAccount":
-        return user == f"{SA_PREFIX}{subject.get('namespace', '')}:{name}"
+    if kind == "ServiceAccount":   # in a RoleBinding, a ServiceAccount without namespace is the binding's
+        return user == f"{SA_PREFIX}{subject.get('namespace') or namespace}:{name}"
     return False
 
 
-def _describe_subject(subject: dict) -> str:
+def _describe_subject(subject: dict, namespace: str) -> str:
     if subject.get("kind") == "ServiceAccount":
-        return f'ServiceAccount "{subject.get("name")}/{subject.get("namespace", "")}"'
+        return f'ServiceAccount "{subject.get("name")}/{subject.get("namespace") or namespace}"'
     return f'{subject.get("kind")} "{subject.get("name")}"'
 
 
@@ -68,11 +68,11 @@ def authorize(objects: Objects, user: str, groups: list[str], attrs: dict) -> tu
         bindings += [("RoleBinding", b) for b in objects("RoleBinding")
                      if (b.get("metadata") or {}).get("namespace") == namespace]
     for binding_kind, binding in bindings:
+        meta = binding.get("metadata") or {}
         subject = next((s for s in binding.get("subjects") or []
-                        if _subject_matches(s, user, groups)), None)
+                        if _subject_matches(s, user, groups, meta.get("namespace", ""))), None)
         if subject is None:
             continue
-        meta = binding.get("metadata") or {}
         ref = binding.get("roleRef") or {}
         role = _role(objects, ref, meta.get("namespace", ""))
         if role is None or not any(_rule_matches(r, attrs) for r in role.get("rules") or []):
@@ -80,7 +80,7 @@ def authorize(objects: Objects, user: str, groups: list[str], attrs: dict) -> tu
         where = f'{meta.get("name")}/{meta["namespace"]}' if binding_kind == "RoleBinding" \
             else meta.get("name")
         return True, (f'RBAC: allowed by {binding_kind} "{where}" of {ref.get("kind")} '
-                      f'"{ref.get("name")}" to {_describe_subject(subject)}')
+                      f'"{ref.get("name")}" to {_describe_subject(subject, meta.get("namespace", ""))}')
     return False, ""
 
 
