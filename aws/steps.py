@@ -11,6 +11,7 @@ marked when created; a user only when nothing else is left on it).
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -121,28 +122,67 @@ class AwsStep(Step):
 
 # -- preflight ------------------------------------------------------------------------------------
 
+WEBHOOK_HINT = (f"set SNS_WEBHOOK_URL to the public http(s) address that forwards to the EventSource's port "
+                f"{WEBHOOK_PORT} (README: Making the webhook reachable)")
+
+
+def settings_problems(settings, need_webhook: bool = True) -> list[StepError]:
+    """Every setting the aws tasks need that is missing or unusable: all of them, so that one run names
+    each one (the same rules as `config.require_aws`, which stops at the first)."""
+    v = settings.values
+    problems = []
+    if not v["AWS_REGION"]:
+        problems.append(StepError("AWS_REGION is not set: the aws tasks never guess a region",
+                                  hint="set AWS_REGION, e.g. eu-west-1"))
+    if not v["AWS_PROFILE"] and not (os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")):
+        problems.append(StepError("AWS_PROFILE is not set and no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the "
+                                  "environment", hint="set AWS_PROFILE, or export the two keys"))
+    if not v["AWS_BUCKET"]:
+        problems.append(StepError("AWS_BUCKET is not set (S3 bucket names are global: pick your own)",
+                                  hint="set AWS_BUCKET"))
+    if need_webhook:
+        try:
+            config.require_public_webhook(settings)
+        except config.ConfigError as exc:
+            problems.append(StepError(str(exc), hint=WEBHOOK_HINT))
+    return problems
+
+
+def one_error(problems: list[StepError], many: str, one_suffix: str = "") -> StepError:
+    """Several problems as one line: `N <many>: (1) …; (2) …`, their hints numbered the same way."""
+    if len(problems) == 1:
+        return StepError(f"{problems[0]}{one_suffix}", hint=problems[0].hint)
+    numbered = [f"({i}) {p}" for i, p in enumerate(problems, 1)]
+    hints = [f"({i}) {p.hint}" for i, p in enumerate(problems, 1) if p.hint]
+    return StepError(f"{len(problems)} {many}: " + "; ".join(numbered), hint="; ".join(hints))
+
+
 class PreflightStep(Step):
-    """Region, credentials and the public webhook address are set; says which account we act on."""
+    """Region, credentials, bucket and the public webhook address are set; says which account we act on.
+
+    A gate: without them no AWS step can even be checked, so `aws.status` says so once, not once per step."""
 
     removable = False
+    gates_all = True
 
-    def __init__(self, need_webhook: bool = True):
+    def __init__(self, need_webhook: bool = True, applies: bool = False):
         self.name = "aws/preflight"
         self.title = "AWS region, credentials and webhook address"
         self.need_webhook = need_webhook
+        self.applies = applies  # aws.setup: the run subscribes the webhook, so its path must be there
 
     def check(self, ctx: Context) -> Check:
-        if self.need_webhook:
-            try:
-                url = config.require_public_webhook(ctx.settings)
-            except config.ConfigError as exc:
-                raise StepError(str(exc), hint="set SNS_WEBHOOK_URL to the public http(s) address that forwards "
-                                               f"to the EventSource's port {WEBHOOK_PORT} (README: Making the webhook reachable)") from None
-            if not ctx.settings.values.get("SNS_WEBHOOK_PATH"):
-                raise StepError("SNS_WEBHOOK_PATH is empty", hint="delete it from .env to have one generated")
+        problems = settings_problems(ctx.settings, self.need_webhook)
+        if problems:
+            raise one_error(problems, "settings are missing or unusable")
+        unborn = self.need_webhook and not ctx.settings.values.get("SNS_WEBHOOK_PATH")
+        if unborn and self.applies and not ctx.dry_run:
+            raise StepError("SNS_WEBHOOK_PATH is empty", hint="delete it from .env to have one generated")
         who = aws(ctx).identity()
         detail = f"account {who.account}, region {ctx.settings.values['AWS_REGION']}"
-        if self.need_webhook and urlparse(url).scheme == "http":
+        if unborn:
+            detail += "; SNS_WEBHOOK_PATH is not generated yet (the first aws.setup writes it into .env)"
+        if self.need_webhook and urlparse(ctx.settings.values["SNS_WEBHOOK_URL"]).scheme == "http":
             detail += "; warning: SNS_WEBHOOK_URL is http, so the webhook path travels unencrypted (use https)"
         return Check(State.PRESENT, detail=detail)
 
@@ -793,12 +833,8 @@ class PreconditionsStep(Step):
         problems = [problem for step in self.steps for problem in step.preconditions(ctx)]
         if not problems:
             return Check(State.PRESENT, detail="bucket, topic, users, key slots and notification entries checked")
-        if len(problems) == 1:
-            raise StepError(f"{problems[0]} (nothing was created or changed)", hint=problems[0].hint)
-        numbered = [f"({i}) {p}" for i, p in enumerate(problems, 1)]
-        hints = [f"({i}) {p.hint}" for i, p in enumerate(problems, 1) if p.hint]
-        raise StepError(f"{len(problems)} preconditions fail, so nothing was created or changed: "
-                        + "; ".join(numbered), hint="; ".join(hints))
+        raise one_error(problems, "preconditions fail, so nothing was created or changed",
+                        one_suffix=" (nothing was created or changed)")
 
     def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover - present or failing
         pass
@@ -812,7 +848,7 @@ def _aws_steps() -> list[AwsStep]:
 def setup_steps(ctx: Context) -> list[Step]:
     aws_steps, notification = _aws_steps(), NotificationStep()
     return [
-        PreflightStep(need_webhook=True),
+        PreflightStep(need_webhook=True, applies=True),
         KubeContextStep(),
         ClusterReadyStep(),
         PreconditionsStep([*aws_steps, notification]),
@@ -825,7 +861,8 @@ def setup_steps(ctx: Context) -> list[Step]:
 
 def status_steps(ctx: Context) -> list[Step]:
     # each step reports its own precondition: the combined check is what keeps setup from starting
-    return [step for step in setup_steps(ctx) if not isinstance(step, PreconditionsStep)]
+    return [PreflightStep(need_webhook=True) if isinstance(step, PreflightStep) else step
+            for step in setup_steps(ctx) if not isinstance(step, PreconditionsStep)]
 
 
 class TeardownGuardStep(Step):
@@ -841,8 +878,10 @@ class TeardownGuardStep(Step):
         self.title = "kube context and AWS credentials (checked before deleting)"
 
     def check(self, ctx: Context) -> Check:
+        # the settings first, as setup checks them: what is missing is said whatever state the cluster is in
+        preflight = PreflightStep(need_webhook=False).check(ctx)
         KubeContextStep().check(ctx)
-        return PreflightStep(need_webhook=False).check(ctx)
+        return preflight
 
     def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover
         pass
@@ -850,5 +889,6 @@ class TeardownGuardStep(Step):
 
 def teardown_steps(ctx: Context) -> list[Step]:
     """The guard, then the setup list; the runner checks the guard first, skips the read-only checks,
-    removes in reverse order, and each step deletes only what carries our tag/label."""
-    return [TeardownGuardStep(), *setup_steps(ctx)]
+    removes in reverse order, and each step deletes only what carries our tag/label. The guard checks the
+    settings without the webhook address (deleting needs none), in place of setup's preflight."""
+    return [TeardownGuardStep(), *(step for step in setup_steps(ctx) if not isinstance(step, PreflightStep))]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 from typing import Callable, Sequence
 
+import invoke
 from invoke import Exit
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
 from rich.console import Console
 
 from . import config
-from .engine import Context, Result, Runner, Step, exit_code
-from .report import Redactor, Reporter
+from .engine import Context, Result, Runner, Step, StepError, exit_code
+from .report import Redactor, Reporter, as_typed
 
 COMMON_HELP = {
     "dry_run": "show what would change; change nothing",
@@ -21,9 +25,59 @@ COMMON_HELP = {
 }
 
 
-def load_settings(generate: bool = True, **overrides) -> config.Settings:
+class NumberArgument(Argument):
+    """An int or float flag: a value that is not a number is a usage error naming the flag (Invoke's own
+    cast raises a bare ValueError, a traceback), for `./etl` (exit 2) and `invoke` (exit 1) alike."""
+
+    def set_value(self, value, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            what = "a whole number" if self.kind is int else "a number"
+            raise ParseError(f"--{self.name.replace('_', '-')} takes {what}, not {value!r}") from None
+
+
+class EtlTask(invoke.Task):
+    """Invoke's Task with number flags that refuse what is not a number, and short flags only where named
+    (`short={"parameters": "p"}`)."""
+
+    def __init__(self, *args, short: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.short = short or {}
+
+    def get_arguments(self, ignore_unknown_help=None) -> list[Argument]:
+        arguments = super().get_arguments(ignore_unknown_help)
+        return [(NumberArgument if a.kind in (int, float) else Argument)(
+                    names=(*a.names, *filter(None, [self.short.get(a.name)])), kind=a.kind, default=a.default,
+                    help=a.help, positional=a.positional, optional=a.optional, incrementable=a.incrementable,
+                    attr_name=a.attr_name)
+                for a in arguments]
+
+
+def task(*args, **kwargs):
+    """Invoke's @task for this tool: no automatic short flags (`-d` would be --dry-run on one task and --debug
+    on the next); `short=` names the few there are."""
+    return invoke.task(*args, klass=EtlTask, auto_shortflags=False, **kwargs)
+
+
+def usage_error(message: str) -> Exit:
+    """A flag or argument the task cannot take: one line, exit 2 (as `./etl`'s own usage errors)."""
+    return Exit(as_typed(f"✗ {message}"), code=2)
+
+
+@contextlib.contextmanager
+def as_usage_error():
+    """A StepError raised while reading the task's own arguments (a file, a name) is a usage error."""
     try:
-        settings = config.load(generate=generate)
+        yield
+    except StepError as exc:
+        raise usage_error(f"{exc} — {exc.hint}" if exc.hint else str(exc)) from None
+
+
+def load_settings(generate: bool = False, **overrides) -> config.Settings:
+    """The settings; `generate`: also generate missing passwords into .env (only tasks that apply need them)."""
+    try:
+        settings = config.load(generate=generate, save=False)  # saved before the first write: make_context
         overrides = {k: v for k, v in overrides.items() if v not in (None, "")}
         return settings.with_overrides(**overrides) if overrides else settings
     except config.ConfigError as exc:
@@ -35,16 +89,22 @@ def make_context(settings: config.Settings, *, dry_run=False, debug=False, verbo
                  **options) -> Context:
     console = Console(stderr=True, highlight=False, soft_wrap=True) if to_stderr else None
     reporter = Reporter(console=console, redactor=Redactor(settings.secret_values()), verbose=verbose)
-    for name in settings.generated:
-        reporter.say(f"generated {name} into {settings.env_file.name} (mode 0600)")
-    return Context(settings, reporter, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+    ctx = Context(settings, reporter, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+
+    def save_generated() -> None:
+        for name in config.save_generated(settings):
+            reporter.say(f"generated {name} into {settings.env_file.name} (mode 0600)")
+
+    ctx.before_first_write = save_generated
+    return ctx
 
 
 def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title: str, dry_run=False, debug=False,
              verbose=False, settings: config.Settings | None = None, as_json: bool = False, **options) -> list[Result]:
     """Run the steps in `mode` (up/status/down). `as_json`: the human lines go to stderr, and stdout gets one
     JSON document of the results, for scripts."""
-    settings = settings or load_settings()
+    # only a run that applies generates the passwords it is about to use (a dry run, status, down: none)
+    settings = settings or load_settings(generate=mode == "up" and not dry_run)
     ctx = make_context(settings, dry_run=dry_run, debug=debug, verbose=verbose, to_stderr=as_json, **options)
     try:
         steps = steps_for(ctx)
@@ -75,21 +135,36 @@ def confirm(question: str, yes: bool) -> None:
         raise Exit("aborted", code=1)
 
 
+def report_failure(reporter: Reporter, exc: BaseException, *, debug: bool = False, prefix: str = "") -> None:
+    """Any exception as one line naming its cause, and a hint; the traceback only with --debug."""
+    from .errors import explain
+
+    if debug:
+        import traceback
+
+        reporter.traceback("".join(traceback.format_exception(exc)))
+    message, hint = explain(exc)
+    reporter.say(f"✗ {prefix}{message}", style="bold red")
+    if hint:
+        reporter.say(f"  hint: {hint}", style="dim")
+
+
 def interruptible(body: Callable) -> Callable:
     """Every task ends a failure with one line: Ctrl-C says "interrupted" and exits 130 (what shells expect
-    of SIGINT); a StepError raised outside the engine (the context guard, a port-forward that did not open)
-    is its message and hint, exit 1. The steps' own clean-up (port-forwards, temporary files) has run by then."""
+    of SIGINT); any other exception raised outside the engine (the context guard, a port-forward that did
+    not open, an unreachable cluster, a kubeconfig the client cannot read) is one line naming its cause and
+    a hint, exit 1, and its traceback only with --debug. The steps' own clean-up has run by then."""
     @functools.wraps(body)
     def task_body(*args, **kwargs):
-        from .engine import StepError
-
         try:
             return body(*args, **kwargs)
         except KeyboardInterrupt:
             Reporter().say("✗ interrupted", style="bold red")
             raise Exit(code=130) from None
-        except StepError as exc:
-            Reporter().say(f"✗ {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), style="bold red")
+        except (Exit, ParseError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback without --debug
+            report_failure(Reporter(), exc, debug=bool(kwargs.get("debug")))
             raise Exit(code=1) from None
 
     return task_body

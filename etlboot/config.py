@@ -223,6 +223,7 @@ class Settings:
     values: dict[str, str]
     env_file: Path
     generated: list[str] = field(default_factory=list)
+    saved: list[str] = field(default_factory=list)
 
     def __getattr__(self, item: str):
         values = self.__dict__.get("values", {})
@@ -257,7 +258,7 @@ class Settings:
         for key, value in overrides.items():
             setting = BY_NAME[key.upper()]
             values[setting.name] = _validate(setting, str(value))
-        return Settings(values, self.env_file, list(self.generated))
+        return Settings(values, self.env_file, list(self.generated), self.saved)
 
 
 def _append_generated(env_file: Path, generated: dict[str, str]) -> None:
@@ -271,8 +272,10 @@ def _append_generated(env_file: Path, generated: dict[str, str]) -> None:
     os.chmod(env_file, 0o600)
 
 
-def load(env_file: Path | None = None, environ: dict[str, str] | None = None, generate: bool = True) -> Settings:
-    """Load, validate and (first run) generate settings. Raises ConfigError naming the setting."""
+def load(env_file: Path | None = None, environ: dict[str, str] | None = None, generate: bool = True,
+         save: bool = True) -> Settings:
+    """Load, validate and (first run) generate settings. Raises ConfigError naming the setting.
+    `save=False`: the generated values are only in memory until `save_generated` (before the first write)."""
     env_file = Path(env_file or os.environ.get("ETLBOOT_ENV_FILE") or PROJECT_ROOT / ".env")
     environ = dict(os.environ if environ is None else environ)
     file_values = parse_env_file(env_file)
@@ -311,9 +314,18 @@ def load(env_file: Path | None = None, environ: dict[str, str] | None = None, ge
 
     settings = Settings(values, env_file, list(to_generate))
     _check_combinations(settings)
-    if to_generate:
-        _append_generated(env_file, to_generate)
+    if save:
+        save_generated(settings)
     return settings
+
+
+def save_generated(settings: Settings) -> list[str]:
+    """Append the values `load` generated to .env, once; the names written (none on a second call)."""
+    unsaved = [name for name in settings.generated if name not in settings.saved]
+    if unsaved:
+        _append_generated(settings.env_file, {name: settings.values[name] for name in unsaved})
+        settings.saved.extend(unsaved)
+    return unsaved
 
 
 def _check_combinations(settings: Settings) -> None:

@@ -92,11 +92,17 @@ def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
 # -- upload ---------------------------------------------------------------------------------------
 
 
-def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
+def running_minio(ctx: Context):
+    """The MinIO client, once the API said MinIO is there: asked first through the API, an unreachable cluster
+    or a missing `up` is one line saying so (not a port-forward that did not open)."""
     if kube(ctx).get("apps/v1", "Deployment", "minio", ctx.settings.namespace) is None:
         raise StepError(f"MinIO is not running in namespace {ctx.settings.namespace}",
                         hint="run `invoke up` first")
-    client = minio_client(ctx)
+    return minio_client(ctx)
+
+
+def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    client = running_minio(ctx)
     bucket = ctx.settings.etl_bucket
     for index, item in enumerate(uploads):
         if index and delay:
@@ -202,7 +208,7 @@ def verify(ctx: Context, uploads: list[Upload], dataset: str) -> list[tuple[bool
     """Each Parquet holds exactly the input's good rows; the day's summary names the top scorer."""
     from minio.error import S3Error
 
-    client = minio_client(ctx)
+    client = running_minio(ctx)
     bucket = ctx.settings.etl_bucket
     results: list[tuple[bool, str]] = []
     rows_by_date: dict[str, list[tuple[int, str, int]]] = {}

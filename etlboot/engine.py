@@ -117,6 +117,8 @@ class Context:
         self.verbose = verbose
         self._cache: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
+        #: called once, before the run's first write (cli: the generated passwords go into .env then)
+        self.before_first_write: Callable[[], None] = lambda: None
 
     def option(self, name: str) -> Any:
         """A task flag such as `purge` (False when not given)."""
@@ -255,6 +257,8 @@ class Runner:
         detail = f"would {what}" + (f": {'; '.join(check.diff)}" if check.diff else "")
         if self.ctx.dry_run:
             return Result(step.name, Outcome.WOULD_CHANGE, detail, check=check)
+        self.ctx.before_first_write()
+        self.ctx.before_first_write = lambda: None
         step.apply(self.ctx, check)
         after = self._wait_converged(step)
         return Result(step.name, Outcome.CHANGED, f"{what}d" + (f" ({after.detail})" if after.detail else ""), check=after)

@@ -33,13 +33,22 @@ def explain(exc: BaseException) -> tuple[str, str]:
         }.get(exc.status or 0, "run `invoke status`, then retry; --debug shows the traceback")
         return f"Kubernetes API answered {exc.status} {reason}: {message}".rstrip(": "), hint
     try:
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:  # pragma: no cover
+        ConfigException = ()  # type: ignore
+    if ConfigException and isinstance(exc, ConfigException):
+        return (f"the kubeconfig cannot be used: {exc}",
+                "check KUBECONFIG and KUBE_CONTEXT (`kubectl config get-contexts` lists the contexts)")
+    try:
         import urllib3.exceptions as u3
         network = (u3.HTTPError, socket.timeout, ConnectionError, TimeoutError)
     except ImportError:  # pragma: no cover
         network = (socket.timeout, ConnectionError, TimeoutError)
     if isinstance(exc, network):
         kind = "timed out" if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc).lower() else "failed"
-        return (f"request to the Kubernetes API {kind} ({type(exc).__name__})",
+        pool = getattr(exc, "pool", None)
+        where = f"{pool.scheme}://{pool.host}:{pool.port}" if pool is not None else "the Kubernetes API"
+        return (f"request to {where} {kind}: {_root_cause(exc)}",
                 "is the cluster up? `invoke status` re-checks; REQUEST_TIMEOUT_SECONDS sets the limit")
     try:
         import sh
@@ -60,6 +69,21 @@ def explain(exc: BaseException) -> tuple[str, str]:
             return f"AWS call failed: {exc}", "check AWS_REGION/AWS_PROFILE and the network"
     except ImportError:  # pragma: no cover
         pass
-    if isinstance(exc, FileNotFoundError) and exc.filename:
+    if isinstance(exc, FileNotFoundError) and exc.filename and "/" not in str(exc.filename):
         return f"not found: {exc.filename}", "run `invoke tools.install` for kubectl/helm/minikube"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}", "check the path"
     return f"{type(exc).__name__}: {exc}", "--debug shows the traceback"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """What finally went wrong under a client's wrappers: `Connection refused`, not MaxRetryError(...)."""
+    seen = exc
+    while True:
+        inner = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if not isinstance(inner, BaseException) or inner is seen:
+            break
+        seen = inner
+    if isinstance(seen, OSError) and seen.strerror:
+        return seen.strerror
+    return str(seen).rsplit(": ", 1)[-1] or type(exc).__name__

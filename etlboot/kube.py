@@ -132,6 +132,10 @@ class Kube:
         return isinstance(exc, ApiException) and exc.status == 404
 
     # -- reads --------------------------------------------------------------------------------
+    def version(self) -> dict:
+        """GET /version: the cheapest request every cluster answers."""
+        return self._call("GET", "/version") or {}
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         k = kind_of(api_version, kind)
         try:

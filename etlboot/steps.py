@@ -358,7 +358,11 @@ class KubeContextStep(Step):
         self.title = "kubectl's current context is KUBE_CONTEXT"
 
     def check(self, ctx: Context) -> Check:
-        return Check(State.PRESENT, detail=check_kube_context(ctx.settings))
+        context = check_kube_context(ctx.settings)
+        # asked once, here: behind a cluster that does not answer (or a kubeconfig the client cannot read)
+        # every later step is then one line, not one failure each
+        version = kube(ctx).version().get("gitVersion") or "?"
+        return Check(State.PRESENT, detail=f"{context} (Kubernetes {version})")
 
 
 def check_kube_context(settings) -> str:

@@ -6,9 +6,9 @@ The steps are in `aws/steps.py`; this module only parses flags and runs them. `d
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection
 
-from ..cli import COMMON_HELP, confirm, interruptible, load_settings, run_mode
+from ..cli import COMMON_HELP, confirm, interruptible, load_settings, run_mode, task
 
 
 def _steps():
@@ -17,7 +17,7 @@ def _steps():
     return steps
 
 
-@task(auto_shortflags=False, help={**COMMON_HELP,
+@task(help={**COMMON_HELP,
             "dry_run": "print the plan (the AWS and Kubernetes calls it would make); change nothing",
             "rotate_keys": "replace both access keys: create new -> update the Secret -> delete old"})
 @interruptible
@@ -25,8 +25,13 @@ def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
     """Create (idempotently) the S3 bucket, SNS topic, IAM users/keys, Secrets, SNS EventSource, Sensor, notification."""
     from aws.plan import format_plan
 
+    settings = load_settings()
+    if not dry_run and not _steps().settings_problems(settings):
+        # SNS_WEBHOOK_PATH is generated into .env only by a run that can use it: a dry run, or a run that
+        # fails on its settings, writes nothing
+        settings = load_settings(generate=True)
     results = run_mode("up", _steps().setup_steps, title="aws.setup", dry_run=dry_run, debug=debug, verbose=verbose,
-                       rotate_keys=rotate_keys)
+                       settings=settings, rotate_keys=rotate_keys)
     if dry_run:
         lines = format_plan(results)
         print("plan (intended calls, in order):" if lines else "plan: nothing to do")
@@ -34,14 +39,14 @@ def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
             print(line)
 
 
-@task(auto_shortflags=False, help={"debug": COMMON_HELP["debug"]})
+@task(help={"debug": COMMON_HELP["debug"]})
 @interruptible
 def status(c, debug=False):
     """Check every AWS step (present / drifted / missing) and the SNS subscription's state. Changes nothing."""
-    run_mode("status", _steps().status_steps, title="aws.status", debug=debug)
+    run_mode("status", _steps().status_steps, title="aws.status", debug=debug, settings=load_settings())
 
 
-@task(auto_shortflags=False, help={**COMMON_HELP, "yes": "do not ask for confirmation",
+@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "delete_bucket": "also empty and delete the bucket (only if this tool created it)"})
 @interruptible
 def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verbose=False):

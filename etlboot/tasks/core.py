@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import yaml
-from invoke import Exit, task
 
 from .. import PROJECT_ROOT, charts
 from .. import manifests as m
-from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context, run_mode
-from ..report import as_typed
+from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context, run_mode, task, usage_error
+from ..engine import StepError
 from ..stack import STACKS, down_steps, part_steps, up_steps
 
 
@@ -22,17 +21,18 @@ def _select(only: str):
     names = [n.strip() for n in only.split(",") if n.strip()]
     unknown = [n for n in names if n not in STACKS]
     if unknown:
-        raise Exit(f"unknown --only {', '.join(unknown)} (choose from {', '.join(STACKS)})", code=2)
+        raise usage_error(f"unknown --only {', '.join(unknown)} (choose from {', '.join(STACKS)})")
     return part_steps(names)
 
 
-@task(auto_shortflags=False, help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)",
+@task(help={**COMMON_HELP, "only": "comma-separated parts: platform, pipeline, ftp (default: all)",
             "adopt": "take over objects with our names that the tool did not make (reported per object)"})
 @interruptible
 def up(c, dry_run=False, debug=False, verbose=False, only="", adopt=False):
     """Stand up the whole stack (idempotent): minikube, Argo Events/Workflows, MinIO, the pipelines."""
+    steps = _select(only)  # a wrong --only is refused before anything, even .env, is written
     settings = load_settings(generate=not dry_run)
-    run_mode("up", _select(only), title="up", dry_run=dry_run, debug=debug, verbose=verbose, adopt=adopt,
+    run_mode("up", steps, title="up", dry_run=dry_run, debug=debug, verbose=verbose, adopt=adopt,
              settings=settings)
     if not dry_run and not only:
         _what_is_there(settings)
@@ -51,24 +51,23 @@ def _what_is_there(settings) -> None:
     say("  try it: `invoke demo.upload`; check everything again any time: `invoke status`")
 
 
-@task(auto_shortflags=False, help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp",
+@task(help={"debug": COMMON_HELP["debug"], "only": "comma-separated parts: platform, pipeline, ftp",
             "json": "print the results as JSON on stdout (the step lines go to stderr)"})
 @interruptible
 def status(c, debug=False, only="", json=False):
     """Check every step: present / drifted / missing, healthy or not. Changes nothing."""
-    run_mode("status", _select(only), title="status", debug=debug, settings=load_settings(generate=False),
-             as_json=json)
+    run_mode("status", _select(only), title="status", debug=debug, settings=load_settings(), as_json=json)
 
 
-@task(auto_shortflags=False, help={**COMMON_HELP, "yes": "do not ask for confirmation",
+@task(help={**COMMON_HELP, "yes": "do not ask for confirmation",
             "purge": "also delete data (MinIO volume), the namespace and the Argo CRDs",
             "minikube": "with --purge: also delete the minikube profile"})
 @interruptible
 def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, verbose=False):
     """Remove what `up` made (only objects carrying the tool's label), in reverse order."""
-    settings = load_settings(generate=False)  # deleting needs no secret: a refused down writes nothing
     if minikube and not purge:
-        raise Exit("--minikube only goes with --purge", code=2)
+        raise usage_error("--minikube only goes with --purge")
+    settings = load_settings()  # deleting needs no secret: a refused down writes nothing
     if not dry_run:
         what = "everything the tool made, INCLUDING DATA" if purge else "what the tool made (data is kept)"
         confirm(f"Delete {what} in namespace {settings.namespace} on context {settings.kube_context}?", yes)
@@ -76,46 +75,54 @@ def down(c, yes=False, purge=False, minikube=False, dry_run=False, debug=False, 
              purge=purge, purge_minikube=minikube)
 
 
-@task(auto_shortflags=False, help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
-            "argo_port": "local port for the Argo UI", "minio_port": "local port for the MinIO console"})
+@task(help={"show_token": "print the Argo UI bearer token (the only command that prints a secret)",
+            "argo_port": "local port for the Argo UI", "minio_port": "local port for the MinIO console",
+            "debug": COMMON_HELP["debug"]})
 @interruptible
-def ui(c, show_token=False, argo_port=2746, minio_port=9001):
+def ui(c, show_token=False, argo_port=2746, minio_port=9001, debug=False):
     """Print the Argo UI and MinIO console addresses and forward their ports until Ctrl-C."""
     from ..portforward import PortForward
     from ..steps import kube
 
-    settings = load_settings(generate=False)
-    ctx = make_context(settings)
-    if show_token:
-        # the UI login's own ServiceAccount: it reads and submits workflows in our namespace, nothing more
-        secret = kube(ctx).get("v1", "Secret", f"{m.ARGO_UI_SA}.service-account-token", settings.namespace)
-        token = ((secret or {}).get("data") or {}).get("token")
-        if not token:
-            raise Exit(as_typed("the Argo UI token is not there (yet): run `invoke up`"), code=1)
-        print(f"Bearer {base64.b64decode(token).decode()}")  # deliberately not redacted: asked for
-    forwards = [PortForward(settings, f"svc/{charts.argo_server(settings)}", 2746, argo_port),
-                PortForward(settings, "svc/minio", 9001, minio_port)]
+    settings = load_settings()
+    ctx = make_context(settings, debug=debug)
+    services = {charts.argo_server(settings): (2746, argo_port), "minio": (9001, minio_port)}
+    forwards = []
     try:
-        for forward in forwards:
-            forward.start()
+        # asked first through the API, so an unreachable cluster or a missing `up` is one line saying so
+        missing = [name for name in services if kube(ctx).get("v1", "Service", name, settings.namespace) is None]
+        if missing:
+            raise StepError(f"service {', '.join(missing)} is not in namespace {settings.namespace}",
+                            hint="run `invoke up` first")
+        if show_token:
+            # the UI login's own ServiceAccount: it reads and submits workflows in our namespace, nothing more
+            secret = kube(ctx).get("v1", "Secret", f"{m.ARGO_UI_SA}.service-account-token", settings.namespace)
+            token = ((secret or {}).get("data") or {}).get("token")
+            if not token:
+                raise StepError("the Argo UI token is not there (yet)", hint="run `invoke up`")
+            print(f"Bearer {base64.b64decode(token).decode()}")  # deliberately not redacted: asked for
+        for name, (remote, local) in services.items():
+            forwards.append(PortForward(settings, f"svc/{name}", remote, local).start())
         ctx.reporter.say(f"Argo UI:       http://localhost:{forwards[0].local_port}  (log in with `invoke ui --show-token`)")
         ctx.reporter.say(f"MinIO console: http://localhost:{forwards[1].local_port}  (user {settings.minio_root_user}; "
                          "password MINIO_ROOT_PASSWORD in .env)")
         ctx.reporter.say("forwarding; Ctrl-C to stop")
         while all(f.process and f.process.poll() is None for f in forwards):
             time.sleep(0.5)
-        raise Exit("a port-forward ended", code=1)
+        raise StepError("a port-forward ended", hint="run `invoke ui` again")
     except KeyboardInterrupt:
         pass
     finally:
         for forward in forwards:
             forward.stop()
+        ctx.close()
 
 
-@task(auto_shortflags=False, help={"out": "directory for the rendered YAML (default build/manifests)"})
-def render(c, out="build/manifests"):
+@task(help={"out": "directory for the rendered YAML (default build/manifests)", "debug": COMMON_HELP["debug"]})
+@interruptible
+def render(c, out="build/manifests", debug=False):
     """Write the rendered manifests (no Secrets) for reading or `kubectl apply -f`."""
-    settings = load_settings(generate=False)  # render writes no Secrets: it needs none generated
+    settings = load_settings()  # render writes no Secrets: it needs none generated
     values = m.variables(settings)
     target = PROJECT_ROOT / out if not Path(out).is_absolute() else Path(out)
     count = 0
@@ -131,3 +138,4 @@ def render(c, out="build/manifests"):
             dest.write_text(yaml.safe_dump_all(docs, sort_keys=False))
             count += 1
     print(f"wrote {count} files under {target}")
+

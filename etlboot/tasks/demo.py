@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
 
-from ..cli import COMMON_HELP, interruptible, load_settings, make_context
+from ..cli import COMMON_HELP, interruptible, load_settings, make_context, report_failure, task, usage_error
 
 TARGETS = ("minio", "aws", "ftp")
 HELP = {
@@ -27,34 +27,27 @@ def _report(ctx, lines) -> bool:
 
 
 def _guard(ctx, body):
-    from ..engine import describe_error
-
+    """`body()`, with a failure said through the run's reporter (which redacts the settings' secrets)."""
     try:
         return body()
-    except Exit:
+    except (Exit, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line
-        message, hint = describe_error(exc)
-        if ctx.debug:
-            import traceback
-
-            ctx.reporter.traceback("".join(traceback.format_exception(exc)))
-        ctx.reporter.say(f"✗ {message}", style="bold red")
-        if hint:
-            ctx.reporter.say(f"  hint: {hint}", style="dim")
+        report_failure(ctx.reporter, exc, debug=ctx.debug)
         raise Exit(code=1) from None
     finally:
         ctx.close()
 
 
-@task(auto_shortflags=False, help=HELP)
+@task(help=HELP)
 @interruptible
 def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, no_follow=False, debug=False):
     """Upload sample CSVs, follow the workflows they trigger (live tree), and end with a verdict."""
     from .. import demo
 
     if target not in TARGETS:
-        raise Exit(f"unknown --target {target!r} (choose from {', '.join(TARGETS)})", code=2)
+        raise usage_error(f"unknown --target {target!r} (choose from {', '.join(TARGETS)})")
+    uploads = demo.plan(dataset, file)  # a wrong --dataset or --file: refused before a setting is read
     settings = load_settings()
     ctx = make_context(settings, debug=debug)
     wait = float(timeout or settings.wait_timeout_seconds)
@@ -68,13 +61,12 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
     if target == "ftp":
         from ..ftpdemo import upload_and_verify
 
-        ok = _guard(ctx, lambda: upload_and_verify(ctx, demo.plan(dataset, file), timeout=wait))
+        ok = _guard(ctx, lambda: upload_and_verify(ctx, uploads, timeout=wait))
         if not ok:
             raise Exit(code=1)
         return
 
     def body() -> bool:
-        uploads = demo.plan(dataset, file)
         # the API server's clock decides creationTimestamp; allow for a little skew
         since = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=5)
         demo.upload(ctx, uploads, delay if dataset == "multi" and not file else 0)
@@ -90,15 +82,16 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
         raise Exit(code=1)
 
 
-@task(auto_shortflags=False, help={k: HELP[k] for k in ("dataset", "file", "debug")})
+@task(help={k: HELP[k] for k in ("dataset", "file", "debug")})
 @interruptible
 def verify(c, dataset="single", file="", debug=False):
     """Check the outputs: each Parquet has exactly the input's good rows; the day's top scorer is right."""
     from .. import demo
 
+    uploads = demo.plan(dataset, file)  # a wrong --dataset or --file: refused before a setting is read
     settings = load_settings()
     ctx = make_context(settings, debug=debug)
-    ok = _guard(ctx, lambda: _report(ctx, demo.verify(ctx, demo.plan(dataset, file), "" if file else dataset)))
+    ok = _guard(ctx, lambda: _report(ctx, demo.verify(ctx, uploads, "" if file else dataset)))
     if not ok:
         raise Exit(code=1)
 

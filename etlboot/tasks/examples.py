@@ -6,12 +6,13 @@ from __future__ import annotations
 import secrets
 import time
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
 from rich.table import Table
 
 from .. import examples as ex
-from ..cli import COMMON_HELP, confirm, interruptible, load_settings, make_context
-from ..engine import Context, Outcome, Result, Runner, StepError, exit_code
+from ..cli import (COMMON_HELP, as_usage_error, confirm, interruptible, load_settings, make_context, report_failure,
+                   task, usage_error)
+from ..engine import Context, Outcome, Result, Runner, exit_code
 from ..errors import explain
 from ..portforward import PortForward
 from ..report import Reporter
@@ -25,7 +26,8 @@ RUN_HELP = {
 }
 
 
-@task(auto_shortflags=False, name="list")
+@task(name="list")
+@interruptible
 def list_examples(c):
     """List the tutorial's examples: name, what each teaches, and the tutorial section it comes from."""
     table = Table(title="examples (invoke examples.run NAME)", show_lines=False)
@@ -52,15 +54,8 @@ def _run_one(ctx: Context, example: ex.Example, overrides: dict[str, str], *, ti
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported as the example's failure
-        message, hint = explain(exc)
-        if ctx.debug:
-            import traceback
-
-            ctx.reporter.traceback("".join(traceback.format_exception(exc)))
-        ctx.reporter.say(f"✗ {example.name}: {message}", style="bold red")
-        if hint:
-            ctx.reporter.say(f"  hint: {hint}", style="dim")
-        return ex.RunResult(example.name, [], [], ex.Verdict(False, message), time.monotonic() - began)
+        report_failure(ctx.reporter, exc, debug=ctx.debug, prefix=f"{example.name}: ")
+        return ex.RunResult(example.name, [], [], ex.Verdict(False, explain(exc)[0]), time.monotonic() - began)
 
 
 def _summary(ctx: Context, results: list[ex.RunResult]) -> None:
@@ -96,23 +91,21 @@ def _run_all(timeout: int, logs: bool, debug: bool) -> list[ex.RunResult]:
     return results
 
 
-@task(auto_shortflags=False, name="run", positional=["name"], iterable=["parameters"], help=RUN_HELP)
+@task(name="run", positional=["name"], iterable=["parameters"], short={"parameters": "p"}, help=RUN_HELP)
 @interruptible
 def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
     """Submit one example workflow, follow it as a live tree, and check what it should show."""
     if name.startswith("-"):
-        raise Exit("examples.run takes the example's name first; `invoke --help examples.run` shows the options",
-                   code=2)
+        raise usage_error(f"examples.run takes the example's name first, not {name!r}; `invoke --help examples.run` "
+                          "shows the options")
     if name == "all":
         if parameters:
-            raise Exit("-p applies to one example, not to `all`", code=2)
+            raise usage_error("-p applies to one example, not to `all`")
         _run_all(timeout, logs, debug)
         return
-    try:
+    with as_usage_error():
         example = ex.get(name)
         overrides = ex.parse_parameters(parameters or [])
-    except StepError as exc:
-        raise Exit(f"{exc} — {exc.hint}" if exc.hint else str(exc), code=2) from None
     settings = load_settings()
     ctx = make_context(settings, debug=debug)
     try:
@@ -123,14 +116,14 @@ def run_example(c, name, parameters=None, logs=False, timeout=0, debug=False):
         raise Exit(code=1)
 
 
-@task(auto_shortflags=False, name="all", help={k: v for k, v in RUN_HELP.items() if k in ("logs", "timeout", "debug")})
+@task(name="all", help={k: v for k, v in RUN_HELP.items() if k in ("logs", "timeout", "debug")})
 @interruptible
 def run_all(c, logs=False, timeout=0, debug=False):
     """Run every example in tutorial order and print a summary table (exit 1 if any check failed)."""
     _run_all(timeout, logs, debug)
 
 
-@task(auto_shortflags=False, help={"message": "the text to post (default: a fresh, recognisable one)",
+@task(help={"message": "the text to post (default: a fresh, recognisable one)",
             "timeout": "seconds to wait for the Sensor's log line (default: WAIT_TIMEOUT_SECONDS)",
             **COMMON_HELP})
 @interruptible
@@ -171,7 +164,7 @@ def _post_and_confirm(ctx: Context, message: str, timeout: float) -> Result:
     return result
 
 
-@task(auto_shortflags=False, help={"yes": "do not ask for confirmation", "dry_run": COMMON_HELP["dry_run"], "debug": COMMON_HELP["debug"]})
+@task(help={"yes": "do not ask for confirmation", "dry_run": COMMON_HELP["dry_run"], "debug": COMMON_HELP["debug"]})
 @interruptible
 def clean(c, yes=False, dry_run=False, debug=False):
     """Delete what the examples made: their Workflows, CronWorkflow, WorkflowTemplate, the webhook and Sensor."""
@@ -192,8 +185,6 @@ def clean(c, yes=False, dry_run=False, debug=False):
         else:
             results.append(Result("examples/workflows", Outcome.OK, "nothing to delete"))
         ctx.reporter.step_finished(results[-1])
-    except StepError as exc:
-        raise Exit(f"{exc}" + (f" — {exc.hint}" if exc.hint else ""), code=1) from None
     finally:
         ctx.close()
     ctx.reporter.summary("examples.clean" + (" (dry run)" if dry_run else ""), results)

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
 
-from ..cli import load_settings
+from ..cli import COMMON_HELP, interruptible, load_settings, task, usage_error
 from ..report import Reporter
 from ..shell import INSTALLABLE, tools_dir
 
 
-@task(auto_shortflags=False, help={"only": "comma-separated subset of kubectl,helm,minikube", "force": "download even if installed"},
-      name="install")
-def install(c, only="", force=False):
+@task(help={"only": "comma-separated subset of kubectl,helm,minikube", "force": "download even if installed",
+            "debug": COMMON_HELP["debug"]}, name="install")
+@interruptible
+def install(c, only="", force=False, debug=False):
     """Download pinned, checksum-verified kubectl, helm and minikube into TOOLS_DIR (default .bin)."""
     from ..toolinstall import install as do_install
 
-    settings = load_settings(generate=False)
     names = [n.strip() for n in only.split(",") if n.strip()] or list(INSTALLABLE)
     unknown = [n for n in names if n not in INSTALLABLE]
     if unknown:
-        raise Exit(f"unknown tool(s): {', '.join(unknown)} (choose from {', '.join(INSTALLABLE)})", code=2)
+        raise usage_error(f"unknown tool(s): {', '.join(unknown)} (choose from {', '.join(INSTALLABLE)})")
+    settings = load_settings()
     reporter = Reporter()
     results = do_install(names, tools_dir(settings), force=force, reporter=reporter.say)
     failed = [r for r in results if r.outcome == "failed"]
