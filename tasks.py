@@ -4,7 +4,7 @@ from invoke import Collection
 
 from etlboot.tasks import aws, core, demo, examples, tools
 
-ns = Collection(core.up, core.status, core.down, core.ui, core.render)
+ns = Collection(core.up, core.status, core.down, core.ui, core.render, core.doctor, core.trace)
 ns.add_collection(tools.ns)
 ns.add_collection(demo.ns)
 ns.add_collection(examples.ns)

@@ -101,13 +101,34 @@ def running_minio(ctx: Context):
     return minio_client(ctx)
 
 
+def last_upload_file(settings) -> Path:
+    """Where demo.upload notes the keys it sent (beside .env, git-ignored): `trace` starts from the last one."""
+    return settings.env_file.parent / ".state" / "last-upload.json"
+
+
+def last_uploaded_key(settings) -> str | None:
+    try:
+        keys = json.loads(last_upload_file(settings).read_text(encoding="utf-8")).get("keys") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    return keys[-1] if keys and isinstance(keys[-1], str) else None
+
+
 def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
     client = running_minio(ctx)
     bucket = ctx.settings.etl_bucket
-    for index, item in enumerate(uploads):
-        if index and delay:
-            sleep(delay)
-        client.fput_object(bucket, item.key, str(item.local), content_type="text/csv")
+    sent = []
+    try:
+        for index, item in enumerate(uploads):
+            if index and delay:
+                sleep(delay)
+            client.fput_object(bucket, item.key, str(item.local), content_type="text/csv")
+            sent.append(item.key)
+    finally:
+        if sent:
+            note = last_upload_file(ctx.settings)
+            note.parent.mkdir(exist_ok=True)
+            note.write_text(json.dumps({"target": "minio", "bucket": bucket, "keys": sent}) + "\n", encoding="utf-8")
         ctx.reporter.say(f"uploaded {item.local.relative_to(PROJECT_ROOT) if item.local.is_relative_to(PROJECT_ROOT) else item.local}"
                          f" -> s3://{bucket}/{item.key}")
 

@@ -52,6 +52,7 @@ class Check:
     healthy: bool | None = None  # None: no health notion for this step
     detail: str = ""
     live: Any = None
+    hint: str = ""  # what the user can do about it, shown when the step is not in place
 
     @property
     def converged(self) -> bool:
@@ -315,7 +316,7 @@ class Runner:
             detail += f": {check.detail}"
         if check.diff:
             detail += f" (differs: {'; '.join(check.diff)})"
-        return Result(step.name, outcome, detail, check=check)
+        return Result(step.name, outcome, detail, check=check, hint="" if check.converged else check.hint)
 
     # -- down -------------------------------------------------------------------------------
     def down(self, steps: Sequence[Step]) -> list[Result]:

@@ -175,6 +175,20 @@ class Kube:
             query.append(("tailLines", str(tail)))
         return self._call("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query=query, raw=True)
 
+    def allowed(self, user: str, verb: str, group: str, resource: str, namespace: str) -> tuple[bool, str]:
+        """Whether `user` may `verb` the resource in the namespace, as the cluster's authorizer decides
+        (a SubjectAccessReview: the API answers, nothing is guessed from manifests)."""
+        parts = user.split(":")
+        groups = ["system:serviceaccounts", f"system:serviceaccounts:{parts[2]}", "system:authenticated"] \
+            if user.startswith("system:serviceaccount:") and len(parts) == 4 else ["system:authenticated"]
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {"user": user, "groups": groups,
+                           "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
+                                                  "resource": resource}}}
+        answer = self._call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review) or {}
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""
+
     # -- writes -------------------------------------------------------------------------------
     def apply(self, obj: dict, dry_run: bool = False) -> dict:
         """Server-side apply (upsert) with our field manager; conflicts are forced, we own our fields."""

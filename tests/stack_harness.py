@@ -70,7 +70,7 @@ class World:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         # the Argo Events controller marks what it reconciled (condition names as in its API types)
-        self.emu.on_write("EventBus", lambda obj: _conditions(obj, "Configured", "Deployed"))
+        self.emu.on_write("EventBus", self._eventbus_controller)
         self.emu.on_write("EventSource", self._eventsource_controller)
         #: what a MinIO EventSource pod logs: "listening" or "stopped" (the silent failure)
         self.listener = "listening"
@@ -81,6 +81,16 @@ class World:
         self.emu.on_write("Sensor", lambda obj: _conditions(obj, "DependenciesProvided", "TriggersProvided", "Deployed"))
         # kubernetes' kubeconfig loader caches nothing between calls; make sure no in-cluster config is used
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    def _eventbus_controller(self, obj: dict) -> dict:
+        """The JetStream StatefulSet's pods (label eventbus-name, as the controller's installer sets it), ready."""
+        meta = obj["metadata"]
+        for i in range(int((obj.get("spec") or {}).get("jetstream", {}).get("replicas") or 1)):
+            self.emu.put_object({"apiVersion": "v1", "kind": "Pod",
+                                 "metadata": {"name": f"eventbus-{meta['name']}-js-{i}", "namespace": meta["namespace"],
+                                              "labels": {"eventbus-name": meta["name"], "controller": "eventbus-controller"}},
+                                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+        return _conditions(obj, "Configured", "Deployed")
 
     def _eventsource_controller(self, obj: dict) -> dict:
         """Deploy the EventSource's pod (label eventsource-name) with the log its listener would write."""

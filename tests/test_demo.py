@@ -115,6 +115,9 @@ def test_multi_dataset_upload_follows_workflows_and_verifies(world, capsys):
             assert f"output/20230414/{n}.parquet: 3 rows" in out
         # verify alone, later, agrees
         assert run_demo("verify", dataset="multi") == 0
+        # and `trace` without a key starts from the last file sent
+        from etlboot import config, demo
+        assert demo.last_uploaded_key(config.load(world.env_file)) == "input/20230414/3.csv"
     finally:
         pipeline.stop.set()
         pipeline.join(5)

@@ -1,4 +1,4 @@
-"""Root tasks: up, status, down, ui, render."""
+"""Root tasks: up, status, down, ui, render, doctor, trace."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import yaml
+from invoke import Exit
 
 from .. import PROJECT_ROOT, charts
 from .. import manifests as m
@@ -139,3 +140,49 @@ def render(c, out="build/manifests", debug=False):
             count += 1
     print(f"wrote {count} files under {target}")
 
+
+@task(help={"debug": COMMON_HELP["debug"], "json": "print the results as JSON on stdout (the check lines go to stderr)"})
+@interruptible
+def doctor(c, debug=False, json=False):
+    """Check the known failure modes (listeners, RBAC, EventBus, stuck pods, artifacts, clocks); each with its fix."""
+    from ..doctor import doctor_steps
+
+    run_mode("status", doctor_steps, title="doctor", debug=debug, settings=load_settings(generate=False),
+             as_json=json)
+
+
+@task(help={"key": "the input's object key, e.g. input/20230414/1.csv (default: the last one demo.upload sent)",
+            "debug": COMMON_HELP["debug"], "json": "print the journey as JSON"})
+@interruptible
+def trace(c, key="", debug=False, json=False):
+    """Follow one input through the pipeline: object, EventSource, Sensor, Workflow, output, aggregation."""
+    import json as json_module
+
+    from ..trace import render, trace_minio
+
+    from ..demo import last_uploaded_key
+
+    settings = load_settings(generate=False)
+    key = key or last_uploaded_key(settings) or ""
+    if not key:
+        raise usage_error("give the input's key: `invoke trace --key input/<name>.csv` (no demo.upload to "
+                          "start from yet)")
+    ctx = make_context(settings, debug=debug, to_stderr=json)
+    try:
+        from ..stack import gate_steps
+
+        for gate in gate_steps(ctx):   # the tools, the cluster and the context guard, before any request
+            if not gate.skip_reason(ctx):
+                check = gate.check(ctx)
+                if not check.converged:
+                    raise StepError(f"{gate.name}: {check.detail or check.state.value}", hint="`invoke status`")
+        journey = trace_minio(ctx, key)
+    finally:
+        ctx.close()
+    if json:
+        print(ctx.reporter.redact(json_module.dumps(journey.as_json(), indent=1)))
+    else:
+        for line in render(journey):
+            ctx.reporter.say(line)
+    if journey.broken is not None:
+        raise Exit(code=1)
