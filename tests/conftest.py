@@ -23,6 +23,28 @@ def world(tmp_path, monkeypatch):
     w.close()
 
 
+@pytest.fixture(scope="module")
+def stack_after_up(tmp_path_factory):
+    """One whole fake world after a full `up`, shared by a module's tests (an `up` costs seconds); each test
+    puts back what it breaks. moto keeps its buckets per process, not per server: it starts empty here."""
+    import urllib.request
+
+    from stack_harness import World
+
+    patch = pytest.MonkeyPatch()
+    patch.delenv("ETLBOOT_LAUNCHER", raising=False)
+    world = World(tmp_path_factory.mktemp("stack"), patch)
+    try:
+        host, port = world.moto.get_host_and_port()
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
+        code, out = world.run("up")
+        assert code == 0, out
+        yield world
+    finally:
+        world.close()
+        patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _hints_as_invoke_prints_them(monkeypatch):
     """`./etl test` exports ETLBOOT_LAUNCHER=./etl; tests see the tool as `invoke` runs it unless they say."""

@@ -27,14 +27,12 @@ def hint_after(out: str, check: str) -> str:
 
 
 @pytest.fixture
-def healthy(world):
-    code, out = world.run("up")
-    assert code == 0, out
-    world.emu.clear_log()
-    return world
+def healthy(stack_after_up):
+    return stack_after_up
 
 
 def test_a_healthy_stack_passes_every_check_and_doctor_writes_nothing(healthy):
+    healthy.emu.clear_log()
     code, out = healthy.run("doctor")
     assert code == 0, out
     for check in DOCTOR_CHECKS:
@@ -46,22 +44,33 @@ def test_a_healthy_stack_passes_every_check_and_doctor_writes_nothing(healthy):
 
 def _break_listener(world):
     world.set_listener(NS, "etlproj", "stopped")
+    return lambda: world.set_listener(NS, "etlproj", "listening")
+
+
+def _put_back(world, *objects):
+    return lambda: [world.emu.put_object(o) for o in objects]
+
+
+def _deleted(world, kind, name):
+    return lambda: world.emu.delete_object(kind, name, NS)
 
 
 def _break_sensor_rbac(world):
+    binding = world.emu.get("RoleBinding", "operate-workflow-role-binding", NS)
     world.emu.delete_object("RoleBinding", "operate-workflow-role-binding", NS)
+    return _put_back(world, binding)
 
 
 def _break_workflow_rbac(world):
     role = world.emu.get("Role", "argo-workflow-executor", NS)
-    role["rules"][0]["verbs"] = ["create"]
-    world.emu.put_object(role)
+    world.emu.put_object({**role, "rules": [{**role["rules"][0], "verbs": ["create"]}]})
+    return _put_back(world, role)
 
 
 def _break_eventbus(world):
     pod = world.emu.get("Pod", "eventbus-default-js-0", NS)
-    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
-    world.emu.put_object(pod)
+    world.emu.put_object({**pod, "status": {**pod["status"], "conditions": [{"type": "Ready", "status": "False"}]}})
+    return _put_back(world, pod)
 
 
 def _break_image(world):
@@ -70,6 +79,7 @@ def _break_image(world):
                               "name": "main", "ready": False, "restartCount": 0,
                               "state": {"waiting": {"reason": "ImagePullBackOff",
                                                     "message": 'Back-off pulling image "argo-etl:nope"'}}}]}})
+    return _deleted(world, "Pod", "etl-abc")
 
 
 def _break_memory(world):
@@ -77,12 +87,14 @@ def _break_memory(world):
                           "status": {"phase": "Running", "containerStatuses": [{
                               "name": "main", "ready": True, "restartCount": 2, "state": {"running": {}},
                               "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}})
+    return _deleted(world, "Pod", "agg-xyz")
 
 
 def _break_artifacts(world):
     cm = world.emu.get("ConfigMap", "artifact-repositories", NS)
-    cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] = "gone"
-    world.emu.put_object(cm)
+    annotations = {**cm["metadata"]["annotations"], "workflows.argoproj.io/default-artifact-repository": "gone"}
+    world.emu.put_object({**cm, "metadata": {**cm["metadata"], "annotations": annotations}})
+    return _put_back(world, cm)
 
 
 @pytest.mark.parametrize("breakage,check,detail,fix", [
@@ -95,8 +107,11 @@ def _break_artifacts(world):
     (_break_artifacts, "doctor/artifact-repository", "no entry 'gone'", "artifact-repositories"),
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_each_failure_is_named_by_its_own_check_with_its_fix(healthy, breakage, check, detail, fix):
-    breakage(healthy)
-    code, out = healthy.run("doctor")
+    undo = breakage(healthy)
+    try:
+        code, out = healthy.run("doctor")
+    finally:
+        undo()
     assert code == 1, out
     assert failed_checks(out) == [check], out
     line = next(l for l in out.splitlines() if check in l and "failed" in l)
@@ -105,17 +120,20 @@ def test_each_failure_is_named_by_its_own_check_with_its_fix(healthy, breakage, 
     assert "Traceback" not in out
 
 
-def test_doctor_json_names_the_problem_and_its_fix(healthy, capsys):
-    _break_sensor_rbac(healthy)
-    code, out = healthy.run("doctor", json=True)
+def test_doctor_json_names_the_problem_and_its_fix(healthy):
+    undo = _break_sensor_rbac(healthy)
+    try:
+        code, out = healthy.run("doctor", json=True)
+    finally:
+        undo()
     assert code == 1
     document = json.loads(out[out.index("{"):out.rindex("}") + 1])
     [failed] = [s for s in document["steps"] if s["outcome"] == "failed"]
     assert failed["step"] == "doctor/sensor-rbac" and "rbac.yaml" in failed["hint"]
 
 
-def test_ftp_clock_off_by_more_than_the_minimum_age(world, monkeypatch):
-    assert world.run("up", only="platform")[0] == 0
+def test_ftp_clock_off_by_more_than_the_minimum_age(healthy, monkeypatch):
+    world = healthy
     monkeypatch.setenv("FTP_ENABLED", "true")
     world.emu.put_object({"apiVersion": "v1", "kind": "Pod",
                           "metadata": {"name": "ftp-event-server-1", "namespace": NS,
@@ -130,5 +148,6 @@ def test_ftp_clock_off_by_more_than_the_minimum_age(world, monkeypatch):
     assert "FTP_DONE_FILE" in hint_after(out, "doctor/ftp-clock")
     world.emu.set_pod_log(NS, "ftp-event-server-1", "INFO the FTP server's clock is about +12s off ours\n")
     code, out = world.run("doctor")
+    world.emu.delete_object("Pod", "ftp-event-server-1", NS)
     line = next(l for l in out.splitlines() if "doctor/ftp-clock" in l)
     assert "ok" in line and "+12s" in line, out

@@ -13,8 +13,6 @@ import pytest
 
 NS = "argo-etl"
 BUCKET = "etlproj"
-KEY = "input/20230414/1.csv"
-OUT = "output/20230414/1.parquet"
 EVENT_ID = "6f1c0a9e-event"
 
 
@@ -60,7 +58,7 @@ def fired(world) -> None:
                        "triggeredByEvents": [EVENT_ID]})
 
 
-def workflow(world, phase: str, message: str = "", name: str = "etl-abcde") -> None:
+def workflow(world, phase: str, key: str, message: str = "", name: str = "etl-abcde") -> None:
     nodes = {name: {"id": name, "name": name, "type": "Retry", "phase": phase,
                     "children": [f"{name}-1", f"{name}-2"]},
              f"{name}-1": {"id": f"{name}-1", "name": f"{name}(0)", "type": "Pod", "phase": "Failed",
@@ -72,7 +70,7 @@ def workflow(world, phase: str, message: str = "", name: str = "etl-abcde") -> N
         "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2099-01-01T00:00:01Z",
                      "labels": {"events.argoproj.io/sensor": "etlproj", "events.argoproj.io/trigger": "etl-workflow"}},
         "spec": {"workflowTemplateRef": {"name": "etl"},
-                 "arguments": {"parameters": [{"name": "bucket", "value": BUCKET}, {"name": "key", "value": KEY}]}},
+                 "arguments": {"parameters": [{"name": "bucket", "value": BUCKET}, {"name": "key", "value": key}]}},
         "status": {"phase": phase, "message": message, "startedAt": "2099-01-01T00:00:01Z",
                    "finishedAt": "2099-01-01T00:00:13Z", "nodes": nodes}})
     if phase == "Failed":
@@ -85,26 +83,28 @@ def workflow(world, phase: str, message: str = "", name: str = "etl-abcde") -> N
                                                    "etl: bad data: the header is not no,name,score\n")
 
 
-def summary(world, etag: str) -> None:
+def summary(world, out: str, etag: str) -> None:
     put(world, "result/20230414/summary.json", json.dumps({
-        "date": "20230414", "inputs": [{"key": OUT, "etag": etag}], "total_rows": 3,
+        "date": "20230414", "inputs": [{"key": out, "etag": etag}], "total_rows": 3,
         "max": {"no": 2, "name": "n2", "score": 2}, "generated_at": "2099-01-01T00:00:20+00:00"}).encode())
 
 
 @pytest.fixture
-def stack(world):
-    # moto keeps its buckets per process, not per server: start from none, whatever ran before here
-    import urllib.request
-
-    host, port = world.moto.get_host_and_port()
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
-    # the clocks: logs and workflows are stamped after the upload (moto stamps the object now)
-    code, out = world.run("up")
-    assert code == 0, out
-    return world
+def stack(stack_after_up):
+    return stack_after_up
 
 
-def journey(world, key: str = KEY) -> tuple[int, dict, str]:
+@pytest.fixture
+def key(request):
+    """An input key of the test's own, in the tutorial's date folder (its output: output/20230414/<name>.parquet)."""
+    return f"input/20230414/{request.node.name.split('[')[0].removeprefix('test_')[:40]}.csv"
+
+
+def output_of(key: str) -> str:
+    return "output/20230414/" + key.rsplit("/", 1)[1].removesuffix(".csv") + ".parquet"
+
+
+def journey(world, key: str) -> tuple[int, dict, str]:
     world.emu.clear_log()
     code, out = world.run("trace", key=key, json=True)
     document = json.loads(out[out.index("{"):out.rindex("}") + 1])
@@ -112,8 +112,8 @@ def journey(world, key: str = KEY) -> tuple[int, dict, str]:
     return code, document, out
 
 
-def test_a_missing_object_breaks_at_the_object(stack):
-    code, doc, _ = journey(stack)
+def test_a_missing_object_breaks_at_the_object(stack, key):
+    code, doc, _ = journey(stack, key)
     assert code == 1 and doc["broken_at"] == "object"
     assert [link["ok"] for link in doc["links"]] == [False, None, None, None, None, None]
 
@@ -124,78 +124,82 @@ def test_a_key_outside_the_filter_breaks_at_the_eventsource(stack):
     assert doc["broken_at"] == "eventsource" and "filter (input/*.csv)" in doc["links"][1]["detail"]
 
 
-def test_a_stopped_listener_breaks_at_the_eventsource_and_says_so(stack):
-    put(stack, KEY, b"no,name,score\n1,a,1\n")
+def test_a_stopped_listener_breaks_at_the_eventsource_and_says_so(stack, key):
+    put(stack, key, b"no,name,score\n1,a,1\n")
     stack.set_listener(NS, "etlproj", "stopped")
-    code, doc, _ = journey(stack)
+    try:
+        code, doc, _ = journey(stack, key)
+    finally:
+        stack.set_listener(NS, "etlproj", "listening")
     assert doc["broken_at"] == "eventsource" and "stopped listening" in doc["links"][1]["cause"]
 
 
-def test_a_forbidden_trigger_breaks_at_the_sensor_naming_rbac(stack):
-    put(stack, KEY, b"no,name,score\n1,a,1\n")
+def test_a_forbidden_trigger_breaks_at_the_sensor_naming_rbac(stack, key):
+    put(stack, key, b"no,name,score\n1,a,1\n")
     published_by_eventsource(stack)
     sensor_pod(stack, {"level": "error", "msg": "Failed to execute a trigger", "error":
                        'workflows.argoproj.io is forbidden: User "system:serviceaccount:argo-etl:operate-workflow-sa"'
                        ' cannot create resource "workflows"', "triggeredByEvents": [EVENT_ID]})
-    code, doc, _ = journey(stack)
+    code, doc, _ = journey(stack, key)
     assert doc["broken_at"] == "sensor"
     assert "forbidden" in doc["links"][2]["detail"] and "doctor" in doc["links"][2]["cause"]
     assert EVENT_ID in doc["links"][1]["detail"]
 
 
-def test_a_failed_workflow_breaks_at_the_workflow_with_its_message_and_log(stack):
-    put(stack, KEY, b"no,name,score\n1,a,1\n")
+def test_a_failed_workflow_breaks_at_the_workflow_with_its_message_and_log(stack, key):
+    put(stack, key, b"no,name,score\n1,a,1\n")
     published_by_eventsource(stack)
     fired(stack)
-    workflow(stack, "Failed", "Error (exit code 1)")
-    code, doc, out = journey(stack)
+    workflow(stack, "Failed", key, "Error (exit code 1)", name="etl-failed")
+    code, doc, out = journey(stack, key)
     link = doc["links"][3]
-    assert doc["broken_at"] == "workflow" and "etl-abcde: Failed in 12s, 1 retry" == link["detail"]
+    assert doc["broken_at"] == "workflow" and "etl-failed: Failed in 12s, 1 retry" == link["detail"]
     assert "exit code 1" in link["cause"]
     assert "log: etl: bad data: the header is not no,name,score" in link["lines"]
 
 
-def reached_the_workflow(world, phase: str) -> None:
+def reached_the_workflow(world, phase: str, key: str) -> None:
     """The input, the EventSource's publish line, the Sensor's trigger line and a Workflow in `phase`."""
-    put(world, KEY, b"no,name,score\n1,a,1\n")
+    put(world, key, b"no,name,score\n1,a,1\n")
     published_by_eventsource(world)
     fired(world)
-    workflow(world, phase)
+    workflow(world, phase, key, name=f"etl-{phase.lower()}")
 
 
-def test_a_running_workflow_is_in_progress_not_broken(stack):
-    reached_the_workflow(stack, "Running")
-    code, doc, out = journey(stack)
+def test_a_running_workflow_is_in_progress_not_broken(stack, key):
+    reached_the_workflow(stack, "Running", key)
+    code, doc, out = journey(stack, key)
     assert doc["broken_at"] is None and doc["ok"] and doc["links"][3]["ok"] is None
     assert "in progress" in out
 
 
-def test_a_missing_output_then_a_missing_aggregation_then_the_whole_journey(stack):
-    reached_the_workflow(stack, "Succeeded")
-    code, doc, _ = journey(stack)
+def test_a_missing_output_then_a_missing_aggregation_then_the_whole_journey(stack, key):
+    out_key, rejects_key = output_of(key), key.replace("input/", "rejects/")
+    reached_the_workflow(stack, "Succeeded", key)
+    code, doc, _ = journey(stack, key)
     assert doc["broken_at"] == "output"
-    put(stack, OUT, parquet(3))
-    put(stack, "rejects/20230414/1.csv", b"line,reason,text\n4,score is not a number,4,d,x\n")
-    code, doc, _ = journey(stack)
+    put(stack, out_key, parquet(3))
+    put(stack, rejects_key, b"line,reason,text\n4,score is not a number,4,d,x\n")
+    code, doc, _ = journey(stack, key)
     assert doc["broken_at"] == "aggregation" and "no aggregation of 20230414" in doc["links"][5]["cause"]
-    assert doc["links"][4]["detail"].endswith("3 rows; 1 rejected row(s) in rejects/20230414/1.csv")
-    etag = s3(stack).stat_object(BUCKET, OUT).etag.strip('"')
-    summary(stack, etag)
-    code, doc, out = journey(stack)
+    assert doc["links"][4]["detail"].endswith(f"3 rows; 1 rejected row(s) in {rejects_key}")
+    etag = s3(stack).stat_object(BUCKET, out_key).etag.strip('"')
+    summary(stack, out_key, etag)
+    code, doc, out = journey(stack, key)
     assert code == 0 and doc["ok"] and all(link["ok"] for link in doc["links"]), out
-    text = stack.run("trace", key=KEY)[1]
+    text = stack.run("trace", key=key)[1]
     assert "complete: every link holds" in text and "└ ✓ aggregation" in text
 
 
-def test_without_a_key_it_traces_the_last_demo_upload(stack):
+def test_without_a_key_it_traces_the_last_demo_upload(stack, key):
     from etlboot import config, demo
 
     settings = config.load(stack.env_file)
     note = demo.last_upload_file(settings)
     note.parent.mkdir(exist_ok=True)
-    note.write_text(json.dumps({"target": "minio", "keys": ["input/a.csv", KEY]}))
+    note.write_text(json.dumps({"target": "minio", "keys": ["input/a.csv", key]}))
     code, doc, _ = journey(stack, key="")
-    assert doc["key"] == KEY and doc["broken_at"] == "object"
+    assert doc["key"] == key and doc["broken_at"] == "object"
     note.unlink()
     code, out = stack.run("trace")
     assert code == 2 and "give the input's key" in out
