@@ -100,6 +100,10 @@ class AwsClients:
         return self.client("sns")
 
     @property
+    def sqs(self):
+        return self.client("sqs")
+
+    @property
     def iam(self):
         return self.client("iam")
 

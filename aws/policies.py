@@ -6,6 +6,11 @@
 - The SNS EventSource's IAM user gets an identity policy with exactly the three calls the Argo Events
   SNS source makes (Subscribe, ConfirmSubscription, Unsubscribe) on this topic. The tutorial's "inline
   policy" carried a `Principal`, which an identity policy must not have (IAM rejects it).
+- The queue's access policy (AWS_DELIVERY=sqs) gets ONE statement of ours (Sid `QUEUE_POLICY_SID`): the
+  S3 service may send this bucket's events of this account to the queue, nothing else.
+- The SQS EventSource's IAM user may receive, delete and read the attributes of messages of that one
+  queue, and look its URL up (`GetQueueUrl`, `ReceiveMessage`, `DeleteMessage`: the calls the Argo Events
+  SQS source makes; `GetQueueAttributes` for a look at the depth with the same key).
 - The ETL job's IAM user may list and read `input/` and write and delete in `output/` of this bucket,
   nothing else.
 """
@@ -15,12 +20,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import INPUT_PREFIX, OUTPUT_PREFIX, TOPIC_POLICY_SID
+from . import INPUT_PREFIX, OUTPUT_PREFIX, QUEUE_POLICY_SID, TOPIC_POLICY_SID
 
 VERSION = "2012-10-17"
 
 #: the only calls the Argo Events SNS event source makes (FACTS.md §1)
 SNS_EVENTSOURCE_ACTIONS = ["sns:ConfirmSubscription", "sns:Subscribe", "sns:Unsubscribe"]
+#: what the Argo Events SQS event source calls (v1.9.10 `awssqs/start.go`: GetQueueUrl, ReceiveMessage,
+#: DeleteMessage), and GetQueueAttributes (read-only: the queue's depth)
+SQS_EVENTSOURCE_ACTIONS = ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]
 
 
 def bucket_arn(partition: str, bucket: str) -> str:
@@ -31,14 +39,18 @@ def topic_arn(partition: str, region: str, account: str, topic: str) -> str:
     return f"arn:{partition}:sns:{region}:{account}:{topic}"
 
 
-def topic_publish_statement(topic: str, bucket: str, account: str, partition: str = "aws") -> dict:
-    """Lets S3 publish this bucket's events to the topic, and nothing else."""
+def queue_arn(partition: str, region: str, account: str, queue: str) -> str:
+    return f"arn:{partition}:sqs:{region}:{account}:{queue}"
+
+
+def _from_this_bucket(sid: str, action: str, resource: str, bucket: str, account: str, partition: str) -> dict:
+    """Lets the S3 service `action` on `resource` for events of this bucket in this account only."""
     return {
-        "Sid": TOPIC_POLICY_SID,
+        "Sid": sid,
         "Effect": "Allow",
         "Principal": {"Service": "s3.amazonaws.com"},
-        "Action": "SNS:Publish",
-        "Resource": topic,
+        "Action": action,
+        "Resource": resource,
         "Condition": {
             "StringEquals": {"aws:SourceAccount": account},
             "ArnLike": {"aws:SourceArn": bucket_arn(partition, bucket)},
@@ -46,16 +58,28 @@ def topic_publish_statement(topic: str, bucket: str, account: str, partition: st
     }
 
 
+def queue_send_statement(queue: str, bucket: str, account: str, partition: str = "aws") -> dict:
+    """Lets S3 send this bucket's events to the queue, and nothing else."""
+    return _from_this_bucket(QUEUE_POLICY_SID, "SQS:SendMessage", queue, bucket, account, partition)
+
+
+def _allow_on(sid: str, actions: list[str], resource: str) -> dict:
+    """An identity policy of one statement: `actions` on `resource`, nothing else."""
+    return {"Version": VERSION,
+            "Statement": [{"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resource}]}
+
+
+def sqs_user_policy(queue: str) -> dict:
+    return _allow_on("ArgoEventsSqsEventSource", SQS_EVENTSOURCE_ACTIONS, queue)
+
+
+def topic_publish_statement(topic: str, bucket: str, account: str, partition: str = "aws") -> dict:
+    """Lets S3 publish this bucket's events to the topic, and nothing else."""
+    return _from_this_bucket(TOPIC_POLICY_SID, "SNS:Publish", topic, bucket, account, partition)
+
+
 def sns_user_policy(topic: str) -> dict:
-    return {
-        "Version": VERSION,
-        "Statement": [{
-            "Sid": "ArgoEventsSnsEventSource",
-            "Effect": "Allow",
-            "Action": list(SNS_EVENTSOURCE_ACTIONS),
-            "Resource": topic,
-        }],
-    }
+    return _allow_on("ArgoEventsSnsEventSource", SNS_EVENTSOURCE_ACTIONS, topic)
 
 
 def s3_user_policy(bucket: str, partition: str = "aws") -> dict:

@@ -131,18 +131,24 @@ def put_notification(s3, bucket: str, configuration: dict) -> None:
         error = call_error(exc, doing)
         message = str(((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message") or "")
         if error_code(exc) == "InvalidArgument" and "validate" in message.lower():
-            raise DestinationNotValidated(str(error), hint="S3 may not publish to the topic (yet): check the "
-                                          "topic policy with `invoke aws.status`, then run again") from None
+            raise DestinationNotValidated(str(error), hint="S3 may not send to the topic or queue (yet): check its "
+                                          "access policy with `invoke aws.status`, then run again") from None
         raise error from None
 
 
 OUR_EVENTS = ("s3:ObjectCreated:*",)
 
 
-def our_entry(topic: str, prefix: str, suffix: str) -> dict:
+#: the destination kinds our entry can be of, and the field naming the destination
+DESTINATIONS = {"TopicConfigurations": "TopicArn", "QueueConfigurations": "QueueArn"}
+
+
+def our_entry(destination: str, prefix: str, suffix: str) -> dict:
+    """Our entry for a topic or queue ARN (`arn:…:sns:…` or `arn:…:sqs:…`)."""
+    field = "QueueArn" if destination.split(":")[2:3] == ["sqs"] else "TopicArn"
     return {
         "Id": NOTIFICATION_ID,
-        "TopicArn": topic,
+        field: destination,
         # every way an object is created: Put, Post, Copy and CompleteMultipartUpload (what `aws s3 cp` and
         # boto3 use above their multipart threshold) each have their own event name
         "Events": list(OUR_EVENTS),
@@ -151,44 +157,53 @@ def our_entry(topic: str, prefix: str, suffix: str) -> dict:
     }
 
 
+def entry_kind(entry: dict) -> str:
+    return next(kind for kind, field in DESTINATIONS.items() if field in entry)
+
+
 def _normalize_entry(entry: dict) -> str:
     rules = ((entry.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
     return json.dumps({
         "Id": entry.get("Id"),
-        "TopicArn": entry.get("TopicArn"),
+        **{field: entry.get(field) for field in DESTINATIONS.values() if field in entry},
         "Events": sorted(entry.get("Events") or []),
         "Rules": sorted((r["Name"].lower(), r["Value"]) for r in rules),
     }, sort_keys=True)
 
 
 def find_entry(configuration: dict) -> dict | None:
-    for entry in configuration.get("TopicConfigurations") or []:
-        if entry.get("Id") == NOTIFICATION_ID:
-            return entry
+    """Our entry (by its Id), whether it names a topic or a queue."""
+    for kind in DESTINATIONS:
+        for entry in configuration.get(kind) or []:
+            if entry.get("Id") == NOTIFICATION_ID:
+                return entry
     return None
 
 
-def merge_notification(configuration: dict, entry: dict) -> tuple[dict, bool]:
-    """`configuration` with our entry added or replaced by Id; every other entry kept as it was."""
+def _without_ours(configuration: dict) -> dict:
     merged = json.loads(json.dumps(configuration))
-    topics = [e for e in merged.get("TopicConfigurations") or [] if e.get("Id") != entry["Id"]]
+    for kind in DESTINATIONS:
+        kept = [e for e in merged.get(kind) or [] if e.get("Id") != NOTIFICATION_ID]
+        if kept:
+            merged[kind] = kept
+        else:
+            merged.pop(kind, None)
+    return merged
+
+
+def merge_notification(configuration: dict, entry: dict) -> tuple[dict, bool]:
+    """`configuration` with our entry added or replaced by Id (also when it named the other kind of
+    destination: switching AWS_DELIVERY moves it); every other entry kept as it was."""
+    merged = _without_ours(configuration)
     current = find_entry(configuration)
     changed = current is None or _normalize_entry(current) != _normalize_entry(entry)
-    merged["TopicConfigurations"] = topics + [entry]
+    kind = entry_kind(entry)
+    merged[kind] = (merged.get(kind) or []) + [entry]
     return merged, changed
 
 
 def remove_notification(configuration: dict) -> tuple[dict, bool]:
-    merged = json.loads(json.dumps(configuration))
-    topics = merged.get("TopicConfigurations") or []
-    kept = [e for e in topics if e.get("Id") != NOTIFICATION_ID]
-    if len(kept) == len(topics):
-        return merged, False
-    if kept:
-        merged["TopicConfigurations"] = kept
-    else:
-        merged.pop("TopicConfigurations", None)
-    return merged, True
+    return _without_ours(configuration), find_entry(configuration) is not None
 
 
 # -- overlap: S3 refuses a configuration in which two entries could fire for the same object and event --

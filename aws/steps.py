@@ -5,7 +5,8 @@ prints them, a run executes exactly them, and the runner checks again until the 
 Before the first of them, `PreconditionsStep` asks every step what it can already tell is in the way
 (`preconditions`), so setup fails whole or starts; it never stops half-way for a reason it could read.
 `remove` deletes only what carries our tag (the notification entry: only ours, by its Id; keys: those
-marked when created; a user only when nothing else is left on it).
+marked when created; a user only when nothing else is left on it). The queue steps of the sqs delivery are
+in `aws.sqs_steps`; the lists each task runs, for either delivery, in `aws.step_lists`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from etlboot import config
 from etlboot import manifests as m
 from etlboot.engine import Check, Context, Outcome, State, Step, StepError, WaitTimeout, wait_until
 from etlboot.kube import is_managed, with_identity
-from etlboot.steps import KubeContextStep, ObjectStep, kube, secret_object
+from etlboot.steps import ObjectStep, kube, secret_object
 
-from . import (EVENTSOURCE_NAME, INPUT_PREFIX, INPUT_SUFFIX, S3_SECRET, SECRET_ID_KEY, SECRET_KEY_KEY,
-               SNS_SECRET, TAG_KEY, TAG_VALUE, TAGS, TOPIC_POLICY_SID, USER_POLICY_NAME, WEBHOOK_PORT)
+from . import (INPUT_PREFIX, INPUT_SUFFIX, S3_SECRET, SECRET_ID_KEY, SECRET_KEY_KEY, SNS_SECRET, SNS_WEBHOOK, SQS,
+               SQS_SECRET, TAG_KEY, TAG_VALUE, TAGS, TOPIC_POLICY_SID, USER_POLICY_NAME, WEBHOOK_PORT)
 from . import iam as iam_api
 from . import policies
 from . import s3 as s3_api
 from . import sns as sns_api
 from .clients import AwsClients
 from .plan import Plan, plan_of
+from .roles import etl_role, with_roles
 
 #: user tag value marking an access key (tag key = the key's id) as created by this tool
 KEY_MARK = f"{TAG_VALUE} access key"
@@ -55,6 +57,11 @@ class Names:
     topic_arn: str
     sns_user: str
     s3_user: str
+    queue_name: str
+    queue_arn: str
+    dlq_name: str
+    dlq_arn: str
+    sqs_user: str
 
 
 def names(ctx: Context) -> Names:
@@ -68,9 +75,27 @@ def names(ctx: Context) -> Names:
             topic_name=v["AWS_TOPIC"],
             topic_arn=policies.topic_arn(who.partition, region, who.account, v["AWS_TOPIC"]),
             sns_user=v["AWS_SNS_USER"], s3_user=v["AWS_S3_USER"],
+            queue_name=v["AWS_QUEUE"],
+            queue_arn=policies.queue_arn(who.partition, region, who.account, v["AWS_QUEUE"]),
+            dlq_name=dead_letter_queue(v["AWS_QUEUE"]),
+            dlq_arn=policies.queue_arn(who.partition, region, who.account, dead_letter_queue(v["AWS_QUEUE"])),
+            sqs_user=v["AWS_SQS_USER"],
         )
 
     return ctx.cached("aws-names", make)
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}-dlq"
+
+
+def delivery(settings) -> str:
+    """`sqs` (S3 -> SQS, polled by the SQS EventSource) or `sns-webhook` (S3 -> SNS -> public webhook)."""
+    return settings.values.get("AWS_DELIVERY") or SQS
+
+
+def needs_webhook(settings) -> bool:
+    return delivery(settings) == SNS_WEBHOOK
 
 
 def webhook_endpoint(settings) -> str:
@@ -91,6 +116,9 @@ def manifest_variables(settings, account: str = "ACCOUNT_ID", partition: str = "
         "SNS_WEBHOOK_PORT": WEBHOOK_PORT,
         "SNS_SECRET": SNS_SECRET,
         "S3_SECRET": S3_SECRET,
+        "AWS_QUEUE": v["AWS_QUEUE"],
+        "SQS_SECRET": SQS_SECRET,
+        "AWS_ETL_ROLE_ARN": etl_role(settings),
     }
 
 
@@ -98,7 +126,7 @@ def rendered(ctx: Context) -> dict[tuple[str, str], dict]:
     def make():
         n = names(ctx)
         values = {**m.variables(ctx.settings), **manifest_variables(ctx.settings, n.account, n.partition)}
-        return {(d["kind"], d["metadata"]["name"]): d for d in m.render_group("aws", values)}
+        return {(d["kind"], d["metadata"]["name"]): with_roles(d, ctx.settings) for d in m.render_group("aws", values)}
 
     return ctx.cached("aws-manifests", make)
 
@@ -126,10 +154,13 @@ WEBHOOK_HINT = (f"set SNS_WEBHOOK_URL to the public http(s) address that forward
                 f"{WEBHOOK_PORT} (README: Making the webhook reachable)")
 
 
-def settings_problems(settings, need_webhook: bool = True) -> list[StepError]:
+def settings_problems(settings, need_webhook: bool | None = None) -> list[StepError]:
     """Every setting the aws tasks need that is missing or unusable: all of them, so that one run names
-    each one (the same rules as `config.require_aws`, which stops at the first)."""
+    each one (the same rules as `config.require_aws`, which stops at the first). The webhook address is
+    needed only by the sns-webhook delivery (`need_webhook=None`: as AWS_DELIVERY says)."""
     v = settings.values
+    if need_webhook is None:
+        need_webhook = needs_webhook(settings)
     problems = []
     if not v["AWS_REGION"]:
         problems.append(StepError("AWS_REGION is not set: the aws tasks never guess a region",
@@ -158,7 +189,8 @@ def one_error(problems: list[StepError], many: str, one_suffix: str = "") -> Ste
 
 
 class PreflightStep(Step):
-    """Region, credentials, bucket and the public webhook address are set; says which account we act on.
+    """Region, credentials, bucket (and for sns-webhook the public webhook address) are set; says which
+    account we act on.
 
     A gate: without them no AWS step can even be checked, so `aws.status` says so once, not once per step."""
 
@@ -167,7 +199,7 @@ class PreflightStep(Step):
 
     def __init__(self, need_webhook: bool = True, applies: bool = False):
         self.name = "aws/preflight"
-        self.title = "AWS region, credentials and webhook address"
+        self.title = "AWS region, credentials" + (" and webhook address" if need_webhook else "")
         self.need_webhook = need_webhook
         self.applies = applies  # aws.setup: the run subscribes the webhook, so its path must be there
 
@@ -289,7 +321,40 @@ class BucketStep(AwsStep):
 
 # -- SNS topic ------------------------------------------------------------------------------------
 
-class TopicStep(AwsStep):
+class TaggedStep(AwsStep):
+    """A resource that is ours by its tag: one with our name but without the tag is in the way (a
+    precondition); teardown deletes it only when tagged. Subclasses say how to read the tag (`_ours`: None
+    when there is nothing) and how to delete (`_delete`, which may return SKIPPED when it kept the thing)."""
+
+    def _ours(self, ctx: Context) -> bool | None:
+        raise NotImplementedError
+
+    def _not_ours(self, ctx: Context) -> StepError:
+        raise NotImplementedError
+
+    def _delete(self, ctx: Context) -> Outcome | None:
+        raise NotImplementedError
+
+    def _would_delete(self, ctx: Context) -> Outcome:
+        return Outcome.WOULD_CHANGE
+
+    def preconditions(self, ctx: Context) -> list[StepError]:
+        return [self._not_ours(ctx)] if self._ours(ctx) is False else []
+
+    def remove_plan(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        return Outcome.OK if ours is None else self._would_delete(ctx) if ours else Outcome.SKIPPED
+
+    def remove(self, ctx: Context) -> Outcome:
+        ours = self._ours(ctx)
+        if ours is None:
+            return Outcome.OK
+        if not ours:
+            return Outcome.SKIPPED
+        return self._delete(ctx) or Outcome.CHANGED
+
+
+class TopicStep(TaggedStep):
     def __init__(self):
         self.name = "aws/sns-topic"
         self.title = "SNS topic, tagged, whose policy lets only this bucket's S3 events in"
@@ -316,7 +381,7 @@ class TopicStep(AwsStep):
             plan.add("sns:SetTopicAttributes", f"{n.topic_name} Policy", lambda: self._set_policy(ctx), note)
             return _planned(State.MISSING, plan)
         if sns_api.topic_tags(sns, n.topic_arn).get(TAG_KEY) != TAG_VALUE:
-            raise self._not_ours(n)
+            raise self._not_ours(ctx)
         _, changed = policies.merge_statement(policies.parse(attributes.get("Policy")), self._statement(n))
         detail = (f"{n.topic_name}; subscriptions: {attributes.get('SubscriptionsConfirmed', '?')} confirmed, "
                   f"{attributes.get('SubscriptionsPending', '?')} pending")
@@ -326,14 +391,8 @@ class TopicStep(AwsStep):
             return _planned(State.DRIFTED, plan, detail)
         return _planned(State.PRESENT, Plan(), detail)
 
-    @staticmethod
-    def _not_ours(n: Names) -> StepError:
-        return StepError(f"SNS topic {n.topic_name} exists but is not tagged {TAG_KEY}={TAG_VALUE}: "
-                         "not created by this tool, left alone",
-                         hint="set AWS_TOPIC to another name (or tag the topic yourself to hand it over)")
-
-    def preconditions(self, ctx: Context) -> list[StepError]:
-        return [self._not_ours(names(ctx))] if self._ours(ctx) is False else []
+    def _not_ours(self, ctx: Context) -> StepError:
+        return not_ours_error(f"SNS topic {names(ctx).topic_name}", "AWS_TOPIC", "topic")
 
     def _ours(self, ctx: Context) -> bool | None:
         n, sns = names(ctx), aws(ctx).sns
@@ -341,46 +400,49 @@ class TopicStep(AwsStep):
             return None
         return sns_api.topic_tags(sns, n.topic_arn).get(TAG_KEY) == TAG_VALUE
 
-    def remove_plan(self, ctx: Context) -> Outcome:
-        ours = self._ours(ctx)
-        return Outcome.OK if ours is None else Outcome.WOULD_CHANGE if ours else Outcome.SKIPPED
-
-    def remove(self, ctx: Context) -> Outcome:
-        ours = self._ours(ctx)
-        if ours is None:
-            return Outcome.OK
-        if not ours:
-            return Outcome.SKIPPED
+    def _delete(self, ctx: Context) -> None:
         sns_api.delete_topic(aws(ctx).sns, names(ctx).topic_arn)
-        return Outcome.CHANGED
+
+
+def not_ours_error(what: str, setting: str, thing: str) -> StepError:
+    return StepError(f"{what} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by this tool, left alone",
+                     hint=f"set {setting} to another name (or tag the {thing} yourself to hand it over)")
 
 
 # -- IAM users ------------------------------------------------------------------------------------
 
-class UserStep(AwsStep):
+#: each IAM user's role: what it is for, and its one inline policy
+USER_ROLES = {
+    "sns": ("IAM user of the SNS EventSource (Subscribe/ConfirmSubscription/Unsubscribe on the topic)",
+            lambda n: policies.sns_user_policy(n.topic_arn)),
+    "sqs": ("IAM user of the SQS EventSource (ReceiveMessage/DeleteMessage/GetQueueAttributes/GetQueueUrl "
+            "on the queue)", lambda n: policies.sqs_user_policy(n.queue_arn)),
+    "s3": ("IAM user of the ETL job (read input/, write output/)",
+           lambda n: policies.s3_user_policy(n.bucket, n.partition)),
+}
+
+
+def user_of(ctx: Context, role: str) -> str:
+    return getattr(names(ctx), f"{role}_user")
+
+
+class UserStep(TaggedStep):
     """An IAM user, tagged, whose only permission is our inline policy."""
 
     def __init__(self, role: str):
-        self.role = role  # "sns" (the EventSource) or "s3" (the ETL job)
+        self.role = role  # "sns" / "sqs" (the EventSource) or "s3" (the ETL job)
         self.name = f"aws/iam-user-{role}"
-        self.title = ("IAM user of the SNS EventSource (Subscribe/ConfirmSubscription/Unsubscribe on the topic)"
-                      if role == "sns" else "IAM user of the ETL job (read input/, write output/)")
+        self.title = USER_ROLES[role][0]
 
     def user(self, ctx: Context) -> str:
-        n = names(ctx)
-        return n.sns_user if self.role == "sns" else n.s3_user
+        return user_of(ctx, self.role)
 
     def document(self, ctx: Context) -> dict:
-        n = names(ctx)
-        return policies.sns_user_policy(n.topic_arn) if self.role == "sns" else policies.s3_user_policy(
-            n.bucket, n.partition)
+        return USER_ROLES[self.role][1](names(ctx))
 
-    def _not_ours(self, user: str) -> StepError:
-        return StepError(f"IAM user {user} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by this "
-                         "tool, left alone", hint=f"set AWS_{self.role.upper()}_USER to another name")
-
-    def preconditions(self, ctx: Context) -> list[StepError]:
-        return [self._not_ours(self.user(ctx))] if self._ours(ctx) is False else []
+    def _not_ours(self, ctx: Context) -> StepError:
+        return StepError(f"IAM user {self.user(ctx)} exists but is not tagged {TAG_KEY}={TAG_VALUE}: not created by "
+                         "this tool, left alone", hint=f"set AWS_{self.role.upper()}_USER to another name")
 
     def check(self, ctx: Context) -> Check:
         iam, user, document = aws(ctx).iam, self.user(ctx), self.document(ctx)
@@ -392,7 +454,7 @@ class UserStep(AwsStep):
             plan.add(*put)
             return _planned(State.MISSING, plan)
         if iam_api.user_tags(iam, user).get(TAG_KEY) != TAG_VALUE:
-            raise self._not_ours(user)
+            raise self._not_ours(ctx)
         if not policies.same_policy(iam_api.user_policy(iam, user, USER_POLICY_NAME), document):
             return _planned(State.DRIFTED, Plan().add(*put, "policy differs from the least-privilege one"), user)
         return _planned(State.PRESENT, Plan(), user)
@@ -442,21 +504,13 @@ class UserStep(AwsStep):
                          f"({'; '.join(held)}); {removed} only this tool's keys, inline policy {USER_POLICY_NAME} "
                          f"and tag {TAG_KEY}")
 
-    def remove_plan(self, ctx: Context) -> Outcome:
-        ours = self._ours(ctx)
-        if not ours:
-            return Outcome.OK if ours is None else Outcome.SKIPPED
+    def _would_delete(self, ctx: Context) -> Outcome:
         held = self._holdings(ctx, _marked_keys(aws(ctx).iam, self.user(ctx)))
         if held:
             self._say_kept(ctx, self.user(ctx), held, would=True)
         return Outcome.WOULD_CHANGE
 
-    def remove(self, ctx: Context) -> Outcome:
-        ours = self._ours(ctx)
-        if ours is None:
-            return Outcome.OK
-        if not ours:
-            return Outcome.SKIPPED
+    def _delete(self, ctx: Context) -> Outcome:
         iam, user = aws(ctx).iam, self.user(ctx)
         marks = _key_marks(iam, user)
         for key_id in _marked_keys(iam, user):  # normally gone already (the credentials step ran first)
@@ -545,8 +599,7 @@ class CredentialsStep(AwsStep):
         self.title = f"access key of the {role} user in Secret {secret}"
 
     def user(self, ctx: Context) -> str:
-        n = names(ctx)
-        return n.sns_user if self.role == "sns" else n.s3_user
+        return user_of(ctx, self.role)
 
     def _secret(self, ctx: Context) -> tuple[dict | None, str | None, str | None]:
         live = kube(ctx).get("v1", "Secret", self.secret, ctx.settings.namespace)
@@ -710,18 +763,22 @@ class SubscriptionStep(AwsStep):
 # -- the bucket notification ----------------------------------------------------------------------
 
 class NotificationStep(AwsStep):
-    """Our entry (by Id) in the bucket's notification configuration; every other entry survives."""
+    """Our entry (by Id) in the bucket's notification configuration; every other entry survives. It names
+    the topic (sns-webhook) or the queue (sqs); switching AWS_DELIVERY replaces it, by the same Id."""
 
-    #: seconds between tries while S3 cannot validate the topic yet
+    #: seconds between tries while S3 cannot validate the topic or queue yet
     validate_interval = 3.0
 
-    def __init__(self):
+    def __init__(self, to: str = SNS_WEBHOOK):
+        self.to = to
+        self.destination = "the queue" if to == SQS else "the topic"
         self.name = "aws/s3-notification"
         self.title = (f"bucket notification: {', '.join(s3_api.OUR_EVENTS)} on {INPUT_PREFIX}*{INPUT_SUFFIX} "
-                      "-> the topic")
+                      f"-> {self.destination}")
 
     def _entry(self, ctx: Context) -> dict:
-        return s3_api.our_entry(names(ctx).topic_arn, INPUT_PREFIX, INPUT_SUFFIX)
+        n = names(ctx)
+        return s3_api.our_entry(n.queue_arn if self.to == SQS else n.topic_arn, INPUT_PREFIX, INPUT_SUFFIX)
 
     def _overlap(self, ctx: Context, current: dict) -> StepError | None:
         """S3 refuses the whole configuration when another entry could fire for the same object and event."""
@@ -759,10 +816,10 @@ class NotificationStep(AwsStep):
                 return True, "written"
             except s3_api.DestinationNotValidated as exc:
                 failure[:] = [exc]
-                return False, "S3 cannot validate the topic as a destination yet"
+                return False, f"S3 cannot validate {self.destination} as a destination yet"
 
         try:
-            wait_until(attempt, timeout=min(60.0, ctx.wait_timeout(self)), what="S3 to accept the topic",
+            wait_until(attempt, timeout=min(60.0, ctx.wait_timeout(self)), what=f"S3 to accept {self.destination}",
                        reporter=ctx.reporter, interval=self.validate_interval)
         except WaitTimeout:
             raise failure[-1] from None
@@ -781,10 +838,12 @@ class NotificationStep(AwsStep):
         ours = s3_api.find_entry(current)
         others -= 1 if ours else 0
         detail = f"{others} other entr{'y' if others == 1 else 'ies'} kept"
+        switch = ([f"ours goes to the other delivery: moved to {self.destination} (AWS_DELIVERY={self.to})"]
+                  if ours is not None and s3_api.entry_kind(ours) != s3_api.entry_kind(self._entry(ctx)) else [])
         _, changed = s3_api.merge_notification(current, self._entry(ctx))
         if not changed:
             return _planned(State.PRESENT, Plan(), detail)
-        return _planned(State.MISSING if ours is None else State.DRIFTED, plan, detail)
+        return _planned(State.MISSING if ours is None else State.DRIFTED, plan, detail, extra_diff=switch)
 
     def _without_ours(self, ctx: Context) -> tuple[dict, bool] | None:
         n, s3 = names(ctx), aws(ctx).s3
@@ -806,89 +865,7 @@ class NotificationStep(AwsStep):
 
 # -- Argo objects from manifests/aws --------------------------------------------------------------
 
-ARGO_OBJECTS = (("WorkflowTemplate", "s3-etl"), ("Sensor", "aws-s3-etl"), ("EventSource", EVENTSOURCE_NAME))
-
-
 def argo_step(kind: str, name: str) -> ObjectStep:
     # rendered lazily: the topic ARN needs the account id, which needs AWS credentials
     return ObjectStep(f"aws/{kind.lower()}/{name}", lambda ctx: rendered(ctx)[(kind, name)],
                       title=f"{kind} {name}")
-
-
-# -- the lists each task runs ---------------------------------------------------------------------
-
-class PreconditionsStep(Step):
-    """Everything that can be read before the first write, checked before it: a bucket or a name taken by
-    someone else, a user without a free access-key slot, a notification entry S3 would refuse next to ours.
-    Every failing one is reported (in one line), and nothing is created or changed."""
-
-    removable = False
-
-    def __init__(self, steps: list[Step]):
-        self.steps = steps
-        self.name = "aws/preconditions"
-        self.title = "nothing in the way (checked before anything is created)"
-
-    def check(self, ctx: Context) -> Check:
-        problems = [problem for step in self.steps for problem in step.preconditions(ctx)]
-        if not problems:
-            return Check(State.PRESENT, detail="bucket, topic, users, key slots and notification entries checked")
-        raise one_error(problems, "preconditions fail, so nothing was created or changed",
-                        one_suffix=" (nothing was created or changed)")
-
-    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover - present or failing
-        pass
-
-
-def _aws_steps() -> list[AwsStep]:
-    return [BucketStep(), TopicStep(), UserStep("sns"), UserStep("s3"),
-            CredentialsStep("sns", SNS_SECRET), CredentialsStep("s3", S3_SECRET)]
-
-
-def setup_steps(ctx: Context) -> list[Step]:
-    aws_steps, notification = _aws_steps(), NotificationStep()
-    return [
-        PreflightStep(need_webhook=True, applies=True),
-        KubeContextStep(),
-        ClusterReadyStep(),
-        PreconditionsStep([*aws_steps, notification]),
-        *aws_steps,
-        *(argo_step(kind, name) for kind, name in ARGO_OBJECTS),
-        SubscriptionStep(),
-        notification,
-    ]
-
-
-def status_steps(ctx: Context) -> list[Step]:
-    # each step reports its own precondition: the combined check is what keeps setup from starting
-    return [PreflightStep(need_webhook=True) if isinstance(step, PreflightStep) else step
-            for step in setup_steps(ctx) if not isinstance(step, PreconditionsStep)]
-
-
-class TeardownGuardStep(Step):
-    """Checked before teardown deletes anything: refuses a wrong kube context or missing AWS settings.
-
-    A gate: the runner's `down` checks it first and deletes nothing when it fails."""
-
-    removable = False
-    gates_all = True
-
-    def __init__(self):
-        self.name = "aws/preflight"
-        self.title = "kube context and AWS credentials (checked before deleting)"
-
-    def check(self, ctx: Context) -> Check:
-        # the settings first, as setup checks them: what is missing is said whatever state the cluster is in
-        preflight = PreflightStep(need_webhook=False).check(ctx)
-        KubeContextStep().check(ctx)
-        return preflight
-
-    def apply(self, ctx: Context, check: Check) -> None:  # pragma: no cover
-        pass
-
-
-def teardown_steps(ctx: Context) -> list[Step]:
-    """The guard, then the setup list; the runner checks the guard first, skips the read-only checks,
-    removes in reverse order, and each step deletes only what carries our tag/label. The guard checks the
-    settings without the webhook address (deleting needs none), in place of setup's preflight."""
-    return [TeardownGuardStep(), *(step for step in setup_steps(ctx) if not isinstance(step, PreflightStep))]

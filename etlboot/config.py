@@ -35,7 +35,7 @@ class Setting:
     name: str
     default: str | None
     help: str
-    kind: str = "str"  # str | int | bool | choice | name | bucket | image | version | url | duration | quantity | done_file | name_patterns
+    kind: str = "str"  # str | int | bool | choice | name | bucket | sqs_queue | iam_role_arn | image | version | url | duration | quantity | done_file | name_patterns
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
@@ -95,10 +95,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_ENDPOINT_URL", "", "custom AWS endpoint (tests point this at a local moto server)", "url", optional=True, group="aws"),
     Setting("AWS_MAX_ATTEMPTS", "5", "attempts per AWS call (standard retry mode: throttling and 5xx are retried with backoff)", "int", minimum=1, maximum=20, group="aws"),
     Setting("AWS_BUCKET", "", "S3 bucket for the AWS variant of the pipeline (globally unique)", "bucket", optional=True, group="aws"),
-    Setting("AWS_TOPIC", "argo-etl-s3-events", "SNS topic name", group="aws"),
-    Setting("AWS_SNS_USER", "argo-etl-sns", "IAM user for the Argo Events SNS EventSource", group="aws"),
+    Setting("AWS_DELIVERY", "sqs", "how S3 events reach the cluster: sqs (S3 -> SQS queue, the SQS EventSource polls it: works behind NAT, no public port) or sns-webhook (S3 -> SNS -> a public webhook, as in the tutorial)", "choice", ("sqs", "sns-webhook"), group="aws"),
+    Setting("AWS_QUEUE", "argo-etl-s3-events", "SQS queue name (AWS_DELIVERY=sqs); its dead-letter queue is <name>-dlq", "sqs_queue", group="aws"),
+    Setting("AWS_QUEUE_MAX_RECEIVES", "5", "receives of one message before SQS moves it to the dead-letter queue (AWS_DELIVERY=sqs)", "int", minimum=1, maximum=1000, group="aws"),
+    Setting("AWS_SQS_USER", "argo-etl-sqs", "IAM user for the Argo Events SQS EventSource (AWS_DELIVERY=sqs)", group="aws"),
+    Setting("AWS_EVENTSOURCE_ROLE_ARN", "", "EKS: IAM role the EventSource assumes (its roleARN, from the pod's own AWS identity: IRSA, Pod Identity or the node's role) instead of an IAM user's access key; empty: an IAM user and key", "iam_role_arn", optional=True, group="aws"),
+    Setting("AWS_ETL_ROLE_ARN", "", "EKS: IAM role of the S3 ETL job, through IRSA (its ServiceAccount s3-etl is annotated with it; for Pod Identity associate the role with that ServiceAccount) instead of an IAM user's access key; empty: an IAM user and key", "iam_role_arn", optional=True, group="aws"),
+    Setting("AWS_TOPIC", "argo-etl-s3-events", "SNS topic name (AWS_DELIVERY=sns-webhook)", group="aws"),
+    Setting("AWS_SNS_USER", "argo-etl-sns", "IAM user for the Argo Events SNS EventSource (AWS_DELIVERY=sns-webhook)", group="aws"),
     Setting("AWS_S3_USER", "argo-etl-s3", "IAM user for the S3 ETL job", group="aws"),
-    Setting("SNS_WEBHOOK_URL", "", "public base URL at which SNS reaches the SNS EventSource (https://host:port); SNS cannot call a private address", "url", optional=True, group="aws"),
+    Setting("SNS_WEBHOOK_URL", "", "public base URL at which SNS reaches the SNS EventSource (https://host:port; AWS_DELIVERY=sns-webhook only); SNS cannot call a private address", "url", optional=True, group="aws"),
     Setting("SNS_WEBHOOK_PATH", None, "unguessable path of the SNS webhook (generated on first run)", secret=True, generate=True, group="aws"),
 )
 
@@ -182,6 +188,14 @@ def _validate(setting: Setting, value: str) -> str:
             why = f"the suffix {next(s for s in reserved_suffixes if value.endswith(s))!r} is reserved by S3"
         if why:
             raise ConfigError(f"{name}={value!r} is not a valid bucket name: {why}")
+    elif kind == "sqs_queue":
+        # SQS: up to 80 letters, digits, '-' and '_'; the dead-letter queue adds "-dlq", so 76 here
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,76}", value):
+            raise ConfigError(f"{name}={value!r} is not a valid SQS queue name (letters, digits, '-' and '_', "
+                              "at most 76 characters: the dead-letter queue's name adds -dlq)")
+    elif kind == "iam_role_arn":
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", value):
+            raise ConfigError(f"{name}={value!r} is not an IAM role ARN like arn:aws:iam::123456789012:role/argo-etl")
     elif kind == "image":
         if not IMAGE.match(value):
             raise ConfigError(f"{name}={value!r} is not a valid image reference")

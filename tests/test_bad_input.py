@@ -85,7 +85,7 @@ def wrong_type(*argv: str) -> Case:
     return Case((*argv, "abc"), "no-cluster", (f"{flag} takes", "not 'abc'"), code=2)
 
 
-def unset_aws(*argv: str, names=("AWS_REGION", "AWS_PROFILE", "AWS_BUCKET", "SNS_WEBHOOK_URL")) -> Case:
+def unset_aws(*argv: str, names=("AWS_REGION", "AWS_PROFILE", "AWS_BUCKET")) -> Case:
     return Case(argv, "aws-unset", tuple(names))
 
 

@@ -260,12 +260,12 @@ def test_sns_webhook_url_with_a_trailing_slash_subscribes_one_slash(env_file, gi
     from aws.steps import manifest_variables, webhook_endpoint
     from etlboot import manifests as m
 
-    env_file.write_text(f"SNS_WEBHOOK_URL={given}\nAWS_BUCKET=etl-bucket-test\n")
+    env_file.write_text(f"AWS_DELIVERY=sns-webhook\nSNS_WEBHOOK_URL={given}\nAWS_BUCKET=etl-bucket-test\n")
     settings = config.load(env_file, environ={})
     path = settings.values["SNS_WEBHOOK_PATH"]
     assert webhook_endpoint(settings) == f"https://etl.example.com/{path}"
     rendered = m.render_group("aws", {**m.variables(settings), **manifest_variables(settings)})
-    webhook = next(d for d in rendered if d["kind"] == "EventSource")["spec"]["sns"]
+    webhook = next(d for d in rendered if d["kind"] == "EventSource" and "sns" in d["spec"])["spec"]["sns"]
     (entry,) = webhook.values()
     # Argo Events v1.9.10 FormattedURL: url + endpoint, untrimmed
     assert entry["webhook"]["url"] + entry["webhook"]["endpoint"] == f"https://etl.example.com/{path}"

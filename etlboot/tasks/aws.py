@@ -1,7 +1,8 @@
-"""`invoke aws.setup | aws.status | aws.teardown`: the S3 -> SNS -> Argo Events wiring of the tutorial.
+"""`invoke aws.setup | aws.status | aws.teardown`: S3 -> SQS (AWS_DELIVERY=sqs, the default) or S3 -> SNS ->
+public webhook (AWS_DELIVERY=sns-webhook, the tutorial's) -> Argo Events -> the S3 ETL workflow.
 
-The steps are in `aws/steps.py`; this module only parses flags and runs them. `demo_upload` is what
-`invoke demo.upload --target aws` calls.
+The steps are in `aws/steps.py` and `aws/sqs_steps.py`, the lists each task runs in `aws/step_lists.py`;
+this module only parses flags and runs them. `demo_upload` is what `invoke demo.upload --target aws` calls.
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from ..cli import COMMON_HELP, confirm, interruptible, load_settings, run_mode, 
 
 
 def _steps():
-    from aws import steps  # the top-level aws package (boto3 is imported only when an aws task runs)
+    from aws import step_lists  # the top-level aws package (boto3 is imported only when an aws task runs)
 
-    return steps
+    return step_lists
+
+
+def _settings_ready_for_webhook(settings) -> bool:
+    from aws import steps
+
+    return steps.needs_webhook(settings) and not steps.settings_problems(settings)
 
 
 @task(help={**COMMON_HELP,
@@ -22,11 +29,11 @@ def _steps():
             "rotate_keys": "replace both access keys: create new -> update the Secret -> delete old"})
 @interruptible
 def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
-    """Create (idempotently) the S3 bucket, SNS topic, IAM users/keys, Secrets, SNS EventSource, Sensor, notification."""
+    """Create (idempotently) the bucket, SQS queue+DLQ (or SNS topic), IAM users/keys, Secrets, EventSource, Sensor, notification."""
     from aws.plan import format_plan
 
     settings = load_settings()
-    if not dry_run and not _steps().settings_problems(settings):
+    if not dry_run and _settings_ready_for_webhook(settings):
         # SNS_WEBHOOK_PATH is generated into .env only by a run that can use it: a dry run, or a run that
         # fails on its settings, writes nothing
         settings = load_settings(generate=True)
@@ -42,7 +49,7 @@ def setup(c, dry_run=False, debug=False, verbose=False, rotate_keys=False):
 @task(help={"debug": COMMON_HELP["debug"]})
 @interruptible
 def status(c, debug=False):
-    """Check every AWS step (present / drifted / missing) and the SNS subscription's state. Changes nothing."""
+    """Check every AWS step (present / drifted / missing), the queue depth and dead letters (or the SNS subscription). Changes nothing."""
     run_mode("status", _steps().status_steps, title="aws.status", debug=debug, settings=load_settings())
 
 
@@ -50,7 +57,7 @@ def status(c, debug=False):
             "delete_bucket": "also empty and delete the bucket (only if this tool created it)"})
 @interruptible
 def teardown(c, yes=False, delete_bucket=False, dry_run=False, debug=False, verbose=False):
-    """Remove what aws.setup made (only what carries its tag), in reverse order; the bucket's data stays."""
+    """Remove what aws.setup made with either delivery (only what carries its tag), in reverse order; the bucket's data stays."""
     settings = load_settings()
     if not dry_run:
         what = "the AWS resources and Secrets aws.setup made" + (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -133,3 +134,15 @@ def as_other_account(client, account: str = "111111111111"):
     client.meta.events.register("before-sign", lambda request, **_: request.headers.__setitem__(
         "x-moto-account-id", account))
     return client
+
+
+def assert_no_secret(text: str, fake_credentials: dict, secrets_seen: list[dict], expected: int) -> None:
+    """Neither the caller's credentials nor any key a Secret held (`secrets_seen`) is in `text`; `expected`
+    distinct values were looked for (so that a run that made no keys cannot pass by accident)."""
+    secrets = [fake_credentials["AWS_ACCESS_KEY_ID"], fake_credentials["AWS_SECRET_ACCESS_KEY"]]
+    for data in secrets_seen:
+        secrets += [data["accessKey"], data["secretKey"]]
+    assert len(set(secrets)) == expected
+    for value in secrets:
+        assert value not in text
+    assert not re.search(r"AKIA[A-Z0-9]{16}", text)

@@ -83,6 +83,8 @@ def aws_env(env_file, moto, cluster, fake_credentials, monkeypatch):
         "NAMESPACE": NAMESPACE, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto, "AWS_BUCKET": bucket,
         "SNS_WEBHOOK_URL": WEBHOOK_URL, "WAIT_TIMEOUT_SECONDS": "5", "REQUEST_TIMEOUT_SECONDS": "10",
         "AWS_MAX_ATTEMPTS": "3",
+        # these tests are of the tutorial's delivery; tests/aws/test_sqs_delivery.py sets AWS_DELIVERY=sqs
+        "AWS_DELIVERY": "sns-webhook",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -33,13 +33,13 @@ S3_ETL = PROJECT_ROOT / "code" / "s3_etl.py"
 CSV = "1,aaa,70\n2,bbb,80\n3,ccc,90\n"
 
 
-def sensor_data_key() -> str:
-    """The dataKey the Sensor passes to the workflow, read from the manifest itself."""
+def sensor_data_key(name: str = "aws-s3-etl") -> str:
+    """The dataKey the Sensor `name` passes to the workflow, read from the manifest itself."""
     from aws.steps import manifest_variables
 
     settings = load()
     docs = m.render_group("aws", {**m.variables(settings), **manifest_variables(settings, "123456789012")})
-    sensor = next(d for d in docs if d["kind"] == "Sensor")
+    sensor = next(d for d in docs if d["kind"] == "Sensor" and d["metadata"]["name"] == name)
     (parameter,) = sensor["spec"]["triggers"][0]["template"]["k8s"]["parameters"]
     assert parameter["dest"] == "spec.arguments.parameters.0.value"
     return parameter["src"]["dataKey"]
