@@ -16,7 +16,8 @@ problem's fix is the step's hint. What is checked, and how:
 - the artifact repository: the ConfigMap names a key it has, its Secret exists, its bucket exists;
 - the FTP server's clock, as the event server measured it against the cluster's, when it is off by
   more than the minimum age a file must reach before it is reported;
-- with the AWS settings given: the SNS subscription is confirmed (not pending).
+- with the AWS settings given: for `AWS_DELIVERY=sqs` the dead-letter queue is empty, for `sns-webhook` the SNS
+  subscription is confirmed (not pending).
 """
 
 from __future__ import annotations
@@ -241,9 +242,29 @@ def doctor_steps(ctx: Context) -> list[Step]:
         ArtifactRepository(),
         FtpClock(),
     ]
-    if ctx.settings.values.get("AWS_REGION") and ctx.settings.values.get("SNS_WEBHOOK_URL"):
-        steps.append(_sns_subscription())
+    values = ctx.settings.values
+    if values.get("AWS_REGION") and values.get("AWS_BUCKET"):
+        if values.get("AWS_DELIVERY") == "sns-webhook":
+            if values.get("SNS_WEBHOOK_URL"):
+                steps.append(_sns_subscription())
+        else:
+            steps.append(_dead_letters())
     return steps
+
+
+def _dead_letters() -> Step:
+    """aws.status's dead-letter queue check: events the SQS EventSource could not pass on."""
+    from aws.sqs_steps import QueueStep
+
+    class DeadLetters(QueueStep):
+        def check(self, ctx: Context) -> Check:
+            check = super().check(ctx)
+            check.hint = ("the EventSource received these events but could not pass them on: its log says why "
+                          f"(`kubectl logs -n {ctx.settings.namespace} -l eventsource-name=aws-sqs`); "
+                          "`invoke aws.status` shows how to read and re-drive them")
+            return check
+
+    return DeadLetters(dead_letter=True, dead_letters_unhealthy=True)
 
 
 def _sns_subscription() -> Step:
