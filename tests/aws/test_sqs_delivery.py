@@ -292,6 +292,14 @@ def test_status_shows_the_queue_depth_and_dead_letters(sqs_env, aws_server, clus
     assert code == 1 and line.startswith("✗") and "unhealthy" in line
     assert "1 event(s) the EventSource received 5 times" in line and "start-message-move-task" in line
     assert aws_server.writes() == []
+    # doctor's check of them: the same reading, with where to look as its hint
+    from etlboot import doctor
+    capsys.readouterr()
+    code, _ = run_steps("status", doctor._dead_letters())
+    out = capsys.readouterr().out
+    line = step_lines(out)["aws/sqs-dlq"]
+    assert code == 1 and "1 event(s)" in line
+    assert "hint:" in out and "eventsource-name=aws-sqs" in out[out.index(line):]
     # setup reports dead letters but does not wait for them to go away
     code, out = run_task(aws_tasks.setup, capsys)
     assert code == 0 and "1 event(s)" in step_lines(out)["aws/sqs-dlq"]
