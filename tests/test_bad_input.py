@@ -75,9 +75,8 @@ def usage(*argv: str, says: str) -> Case:
 
 
 def refused(*argv: str, says: str) -> Case:
-    """A --dataset or --file demo.* cannot use: refused before anything is read, exit 1 (as tests/test_demo.py
-    has it)."""
-    return Case(argv, "no-cluster", (says,), code=1)
+    """A --dataset or --file demo.* cannot use: a usage error, refused before anything is read (exit 2)."""
+    return Case(argv, "no-cluster", (says,), code=2)
 
 
 def wrong_type(*argv: str) -> Case:

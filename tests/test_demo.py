@@ -169,11 +169,13 @@ def test_no_workflow_means_a_bounded_wait_and_a_clear_failure(world, capsys):
     assert "timed out after 3s" in out and "EventSource" in out
 
 
-def test_user_file_must_exist_and_be_csv(world, capsys, tmp_path):
-    assert run_demo("upload", file=str(tmp_path / "nope.csv")) == 1
+def test_user_file_must_exist_and_be_csv(capsys, tmp_path):
+    # a usage error: refused before settings, cluster or MinIO are looked at
+    assert run_demo("upload", file=str(tmp_path / "nope.csv")) == 2
     (tmp_path / "data.txt").write_text("1,a,2\n")
-    assert run_demo("upload", file=str(tmp_path / "data.txt")) == 1
-    out = capsys.readouterr().out
+    assert run_demo("upload", file=str(tmp_path / "data.txt")) == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert "no such file" in out and "input/*.csv" in out
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from invoke import Collection, Exit
 
-from ..cli import COMMON_HELP, interruptible, load_settings, make_context, report_failure, task, usage_error
+from ..cli import COMMON_HELP, as_usage_error, interruptible, load_settings, make_context, report_failure, task, usage_error
 
 TARGETS = ("minio", "aws", "ftp")
 HELP = {
@@ -47,7 +47,8 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
 
     if target not in TARGETS:
         raise usage_error(f"unknown --target {target!r} (choose from {', '.join(TARGETS)})")
-    uploads = demo.plan(dataset, file)  # a wrong --dataset or --file: refused before a setting is read
+    with as_usage_error():  # a wrong --dataset or --file: a usage error, before a setting is read
+        uploads = demo.plan(dataset, file)
     settings = load_settings()
     ctx = make_context(settings, debug=debug)
     wait = float(timeout or settings.wait_timeout_seconds)
@@ -88,7 +89,8 @@ def verify(c, dataset="single", file="", debug=False):
     """Check the outputs: each Parquet has exactly the input's good rows; the day's top scorer is right."""
     from .. import demo
 
-    uploads = demo.plan(dataset, file)  # a wrong --dataset or --file: refused before a setting is read
+    with as_usage_error():  # a wrong --dataset or --file: a usage error, before a setting is read
+        uploads = demo.plan(dataset, file)
     settings = load_settings()
     ctx = make_context(settings, debug=debug)
     ok = _guard(ctx, lambda: _report(ctx, demo.verify(ctx, uploads, "" if file else dataset)))
