@@ -16,6 +16,7 @@ from rich.console import Console
 
 from . import config
 from .engine import Context, Result, Runner, Step, StepError, exit_code
+from .errors import explain
 from .report import Redactor, Reporter, as_typed
 
 COMMON_HELP = {
@@ -90,6 +91,7 @@ def make_context(settings: config.Settings, *, dry_run=False, debug=False, verbo
     console = Console(stderr=True, highlight=False, soft_wrap=True) if to_stderr else None
     reporter = Reporter(console=console, redactor=Redactor(settings.secret_values()), verbose=verbose)
     ctx = Context(settings, reporter, dry_run=dry_run, debug=debug, verbose=verbose, **options)
+    ctx.explain = explain
 
     def save_generated() -> None:
         for name in config.save_generated(settings):
@@ -137,8 +139,6 @@ def confirm(question: str, yes: bool) -> None:
 
 def report_failure(reporter: Reporter, exc: BaseException, *, debug: bool = False, prefix: str = "") -> None:
     """Any exception as one line naming its cause, and a hint; the traceback only with --debug."""
-    from .errors import explain
-
     if debug:
         import traceback
 

@@ -118,6 +118,8 @@ class Context:
         self.verbose = verbose
         self._cache: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
+        #: one clear line and a hint for any exception a step may raise
+        self.explain: Callable[[BaseException], tuple[str, str]] = plain_explanation
         #: called once, before the run's first write (cli: the generated passwords go into .env then)
         self.before_first_write: Callable[[], None] = lambda: None
 
@@ -193,11 +195,10 @@ class _null:
         return False
 
 
-def describe_error(exc: BaseException) -> tuple[str, str]:
-    """One clear line and a hint for any exception a step may raise."""
-    from .errors import explain  # local import: keeps the engine free of client libraries
-
-    return explain(exc)
+def plain_explanation(exc: BaseException) -> tuple[str, str]:
+    """The engine's own reading of an exception: its text and, for a StepError, its hint. The CLI gives the
+    context a richer one (etlboot/errors.py, which knows the client libraries), so the engine imports none."""
+    return str(exc) or type(exc).__name__, getattr(exc, "hint", "")
 
 
 class Runner:
@@ -327,7 +328,7 @@ class Runner:
             try:
                 check = step.check(self.ctx)
             except Exception as exc:  # noqa: BLE001
-                message, hint = describe_error(exc)
+                message, hint = self.ctx.explain(exc)
                 return [self._report(Result(step.name, Outcome.FAILED, message, hint=hint))]
             if check.state is State.MISSING:
                 return [self._report(Result(step.name, Outcome.OK, "nothing to delete: it does not exist"))]
@@ -363,7 +364,7 @@ class Runner:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear line
-            message, hint = describe_error(exc)
+            message, hint = self.ctx.explain(exc)
             if self.ctx.debug:
                 self.reporter.traceback("".join(traceback.format_exception(exc)))
             result = Result(step.name, Outcome.FAILED, message, hint=hint)

@@ -1,6 +1,7 @@
 """The step contract, exercised with in-memory steps (no cluster involved)."""
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -150,3 +151,27 @@ def test_subset_diff_ignores_server_fields_and_names_paths_not_values():
     assert subset_diff(desired, live) == [".data.k"]
     assert subset_diff({"spec": {"replicas": 1}}, {"spec": {"replicas": "1"}}) == []
     assert subset_diff({"l": [1, 2]}, {"l": [1]}) == [".l"]
+
+
+def test_the_engine_reads_failures_through_the_context_and_imports_no_client_library():
+    """A failing step's line comes from ctx.explain (the CLI sets etlboot/errors.py's); the engine itself knows
+    only StepError, so importing it loads neither etlboot.errors nor the client libraries."""
+    import subprocess
+    import sys
+
+    class Boom(Step):
+        name = "x/boom"
+
+        def check(self, ctx):
+            raise ConnectionError("no route")
+
+    ctx, out = make_ctx()
+    assert Runner(ctx).status([Boom()])[0].detail == "no route"
+    ctx.explain = lambda exc: (f"explained: {exc}", "try again")
+    [result] = Runner(ctx).status([Boom()])
+    assert (result.detail, result.hint) == ("explained: no route", "try again")
+    loaded = subprocess.run([sys.executable, "-c", "import sys, etlboot.engine; print(sorted(m for m in sys.modules "
+                             "if m in ('etlboot.errors', 'kubernetes', 'urllib3', 'botocore')))"],
+                            capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    assert loaded == "[]"
