@@ -688,7 +688,11 @@ def minio_listener_state(kube_client: Kube, namespace: str, eventsource: str) ->
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     if not running:
         return None, "no running pod yet"
-    log = kube_client.pod_log(namespace, running[0]["metadata"]["name"], container="main", tail=500)
+    return listener_state_in(kube_client.pod_log(namespace, running[0]["metadata"]["name"], container="main", tail=500))
+
+
+def listener_state_in(log: str) -> tuple[bool | None, str]:
+    """The listener's state as a MinIO EventSource pod's log tells it (see minio_listener_state)."""
     started, stopped = log.rfind(LISTENING), log.rfind(STOPPED)
     if stopped > started:
         return False, "listener stopped (bucket missing or MinIO down when it started)"

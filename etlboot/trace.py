@@ -26,7 +26,7 @@ from .demo import AGG_SENSOR, ETL_SENSOR, OUTPUT_LAYOUT, SENSOR_LABEL, SUMMARY_K
     parameter, running_minio
 from .engine import Context
 from .examples import WORKFLOW_API, WorkflowView, pods_by_node
-from .steps import kube, minio_listener_state
+from .steps import kube, listener_state_in
 
 PUBLISHED = "Succeeded to publish an event"
 TRIGGERED = "Successfully processed trigger"
@@ -101,11 +101,12 @@ def _time(record: dict) -> datetime | None:
     return None
 
 
-def _pod_log(ctx: Context, selector: str) -> str:
+def _pod_log(ctx: Context, selector: str) -> str | None:
+    """The log of the first running pod the selector finds; None when none runs."""
     pods = [p for p in kube(ctx).list("v1", "Pod", ctx.settings.namespace, label_selector=selector)
             if (p.get("status") or {}).get("phase") == "Running"]
     if not pods:
-        return ""
+        return None
     return kube(ctx).pod_log(ctx.settings.namespace, pods[0]["metadata"]["name"], container="main", tail=5000)
 
 
@@ -147,8 +148,10 @@ def trace_minio(ctx: Context, key: str) -> Journey:
                                                  f"({prefix}*{suffix})",
                           f"upload it as {prefix}<name>{suffix}: other keys never fire"))
         return unreached(*rest[1:])
-    listening, state = minio_listener_state(kube(ctx), ctx.settings.namespace, ETL_SENSOR)
-    published = [r for r in log_records(_pod_log(ctx, f"eventsource-name={ETL_SENSOR}"))
+    # one read of the EventSource's log tells both whether it listens and what it published
+    source_log = _pod_log(ctx, f"eventsource-name={ETL_SENSOR}")
+    listening, state = (None, "no running pod yet") if source_log is None else listener_state_in(source_log)
+    published = [r for r in log_records(source_log or "")
                  if r.get("msg") == PUBLISHED and (_time(r) or uploaded) >= uploaded - CLOCK_SLACK]
 
     # the Workflows for the key say which event it was, through the Sensor's log
@@ -156,7 +159,7 @@ def trace_minio(ctx: Context, key: str) -> Journey:
                                            label_selector=f"{SENSOR_LABEL}={ETL_SENSOR}")
                  if parameter(w, "key") == key and created(w) >= uploaded - CLOCK_SLACK]
     workflows.sort(key=created)
-    sensor_records = [r for r in log_records(_pod_log(ctx, f"sensor-name={ETL_SENSOR}"))
+    sensor_records = [r for r in log_records(_pod_log(ctx, f"sensor-name={ETL_SENSOR}") or "")
                       if (_time(r) or uploaded) >= uploaded - CLOCK_SLACK]
     fired = [r for r in sensor_records if str(r.get("msg", "")).startswith(TRIGGERED)]
     failed = [r for r in sensor_records if r.get("msg") == TRIGGER_FAILED]

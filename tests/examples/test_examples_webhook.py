@@ -18,13 +18,14 @@ from argo_recordings import by_example
 from argo_standin import NAMESPACE
 from etlboot import examples as ex
 from etlboot.tasks import examples as tasks
+from helpers.counting_proxy import Served
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 SENSOR_POD = "log-sensor-rp56d-f8b5b694-bs99c"
 SOURCE_POD = "webhook-eventsource-cfkdt-7fc944c598-mxlb9"
 
 
-class WebhookSource:
+class WebhookSource(Served):
     """The webhook EventSource's HTTP server, delivering straight into the Sensor's log.
 
     `drop_first` accepted events are lost (a Sensor that has not subscribed yet); `refuse_first` POSTs are
@@ -75,13 +76,6 @@ class WebhookSource:
     def address(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _ready_status(obj: dict) -> None:
