@@ -13,14 +13,45 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from etlboot import PROJECT_ROOT, config
-from etlboot.engine import StepError, WaitTimeout, wait_until
+from etlboot.engine import StepError, WaitTimeout
+from etlboot.follow import follow_workflows
+from etlboot.workflows import WORKFLOW_API, parameter
 
 from .clients import AwsClients, absent, aws_error
 
 SAMPLE = PROJECT_ROOT / "demo" / "data" / "test.csv"
 CODE = PROJECT_ROOT / "code"
+#: the Sensors that run the S3 ETL, one per AWS_DELIVERY (manifests/aws/sensor.yaml, sensor-sqs.yaml)
+ETL_SENSORS = ("aws-s3-etl", "aws-sqs-etl")
+
+
+def cluster_workflows(ctx) -> Callable[[str], list[dict]]:
+    """A reader of the S3 ETL Workflows whose S3 event names a key holding `mark` (shown while waiting).
+
+    The event in the `message` parameter carries the key form-encoded, so the mark must be URL-safe.
+    A cluster that cannot be read does not fail the demo (its verdict is the object in S3): the
+    workflows are then not shown, and the reason is said once.
+    """
+    from etlboot.steps import kube
+
+    failed: list[str] = []
+
+    def read(mark: str) -> list[dict]:
+        if failed:
+            return []
+        try:
+            found = kube(ctx).list(WORKFLOW_API, "Workflow", ctx.settings.namespace,
+                                   label_selector=f"events.argoproj.io/sensor in ({','.join(ETL_SENSORS)})")
+        except Exception as exc:  # noqa: BLE001 - said once, the wait goes on
+            failed.append(ctx.explain(exc)[0])
+            ctx.reporter.say(f"(the workflows are not shown: {failed[0]})")
+            return []
+        return [w for w in found if mark in parameter(w, "message")]
+
+    return read
 
 
 def _code_module(name: str):
@@ -44,9 +75,12 @@ def _code_module(name: str):
 
 
 def demo_upload(settings, reporter, *, source: str | Path | None = None, timeout: float | None = None,
-                interval: float = 2.0) -> bool:
+                interval: float = 2.0, workflows: Callable[[str], list[dict]] | None = None) -> bool:
     """Upload the sample to s3://AWS_BUCKET/input/demo/… and wait (bounded) for the matching Parquet in
-    output/ with the right rows. True when it arrived and matches; every problem is reported, never raised."""
+    output/ with the right rows. True when it arrived and matches; every problem is reported, never raised.
+
+    `workflows(mark)` (see `cluster_workflows`) gives the S3 ETL Workflows of this upload, drawn by the shared
+    follower while it waits."""
     try:
         config.require_aws(settings)
     except config.ConfigError as exc:
@@ -74,15 +108,15 @@ def demo_upload(settings, reporter, *, source: str | Path | None = None, timeout
                 raise aws_error(exc, f"upload {src.name} to s3://{bucket}/{key}") from None
             reporter.say(f"uploaded {src.name} to s3://{bucket}/{key}; waiting for s3://{bucket}/{out_key}")
 
-            def arrived() -> tuple[bool, str]:
-                head = absent(f"look for s3://{bucket}/{out_key}", {"404", "NoSuchKey", "NotFound"},
-                              s3.head_object, Bucket=bucket, Key=out_key)
-                return head is not None, "arrived" if head else "not there yet"
+            def arrived(_workflows: list[dict]) -> bool:
+                return absent(f"look for s3://{bucket}/{out_key}", {"404", "NoSuchKey", "NotFound"},
+                              s3.head_object, Bucket=bucket, Key=out_key) is not None
 
             limit = float(timeout if timeout is not None else settings.wait_timeout_seconds)
             try:
-                wait_until(arrived, timeout=limit, what=f"s3://{bucket}/{out_key}", reporter=reporter,
-                           interval=interval)
+                follow_workflows(lambda: workflows(stamp) if workflows else [], arrived, timeout=limit,
+                                 reporter=reporter, what=f"waiting for s3://{bucket}/{out_key}",
+                                 hint="`invoke doctor`", interval=interval)
             except WaitTimeout:
                 reporter.say(f"✗ no output after {limit:.0f}s: check `invoke aws.status` (subscription confirmed?) "
                              "and the workflows (`kubectl get wf`)", style="bold red")

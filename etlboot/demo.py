@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import PROJECT_ROOT
-from .engine import Context, StepError, WaitTimeout
-from .examples import TERMINAL, WORKFLOW_API, WorkflowView, workflow_display
+from .engine import Context, StepError
+from .follow import follow_workflows
+from .workflows import TERMINAL, WORKFLOW_API, WorkflowView, created, parameter
 from .steps import kube, minio_client
 
 DATA = PROJECT_ROOT / "demo" / "data"
@@ -136,18 +137,6 @@ def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[f
 # -- follow the workflows the upload triggered ------------------------------------------------------
 
 
-def parameter(workflow: dict, name: str) -> str:
-    for parameter in ((workflow.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
-        if parameter.get("name") == name:
-            return str(parameter.get("value", ""))
-    return ""
-
-
-def created(workflow: dict) -> datetime:
-    stamp = workflow["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
 def triggered(workflows: list[dict], keys: set[str], dates: set[str], since: datetime) -> tuple[list[dict], list[dict]]:
     """The ETL workflows for our keys and the aggregations for our dates, created since the upload began."""
     etl, agg = [], []
@@ -176,23 +165,26 @@ def settled(etl: list[dict], agg: list[dict], keys: set[str], want_agg: bool) ->
 
 def follow(ctx: Context, uploads: list[Upload], since: datetime, timeout: float, want_agg: bool = True,
            interval: float = 2.0, clock=time.monotonic, sleep=time.sleep) -> tuple[list[dict], list[dict]]:
+    """Follow the ETL workflows of our keys and the aggregations of their days until they have settled."""
     keys = {u.key for u in uploads}
     dates = {date_and_name(u.key, since)[0] for u in uploads}
     namespace = ctx.settings.namespace
-    deadline = clock() + timeout
-    with workflow_display(ctx.reporter) as display:
-        while True:
-            workflows = kube(ctx).list(WORKFLOW_API, "Workflow", namespace,
-                                       label_selector=f"{SENSOR_LABEL} in ({ETL_SENSOR},{AGG_SENSOR})")
-            etl, agg = triggered(workflows, keys, dates, since)
-            display.update(etl + agg)
-            if settled(etl, agg, keys, want_agg):
-                return etl, agg
-            if clock() >= deadline:
-                seen = ", ".join(f"{w['metadata']['name']} {WorkflowView(w).phase}" for w in etl + agg) or "none"
-                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for the triggered workflows; seen: {seen}",
-                                  hint="is the EventSource listening? `invoke status --only pipeline`")
-            sleep(interval)
+
+    def read() -> list[dict]:
+        etl, agg = triggered(kube(ctx).list(WORKFLOW_API, "Workflow", namespace,
+                                            label_selector=f"{SENSOR_LABEL} in ({ETL_SENSOR},{AGG_SENSOR})"),
+                             keys, dates, since)
+        return etl + agg
+
+    def split(workflows: list[dict]) -> tuple[list[dict], list[dict]]:
+        etl = [w for w in workflows if (w["metadata"].get("labels") or {}).get(SENSOR_LABEL) == ETL_SENSOR]
+        return etl, [w for w in workflows if w not in etl]
+
+    final = follow_workflows(read, lambda workflows: settled(*split(workflows), keys, want_agg), timeout=timeout,
+                             reporter=ctx.reporter, what="waiting for the triggered workflows",
+                             hint="is the EventSource listening? `invoke doctor`", interval=interval, clock=clock,
+                             sleep=sleep)
+    return split(final)
 
 
 def verdict(etl: list[dict], agg: list[dict]) -> list[tuple[bool, str]]:

@@ -7,13 +7,13 @@ port-forward of port 21 does not carry; a short Job on the ETL image reaches the
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 from . import manifests as m
-from .demo import Upload, created, date_and_name, expected_rows, parameter, read_rows
-from .engine import Context, StepError, WaitTimeout, wait_until
-from .examples import TERMINAL, WORKFLOW_API, WorkflowView, workflow_display
+from .demo import Upload, date_and_name, expected_rows, read_rows
+from .engine import Context, StepError, wait_until
+from .follow import follow_workflows
+from .workflows import TERMINAL, WORKFLOW_API, WorkflowView, created, parameter
 from .kube import with_identity
 from .steps import kube, minio_client
 
@@ -80,19 +80,18 @@ def upload_and_verify(ctx: Context, uploads: list[Upload], timeout: float, inter
     wait_until(lambda: _job_done(ctx, name), timeout=timeout, what=f"Job {name}", reporter=ctx.reporter,
                interval=interval)
     paths = {remote_path(u) for u in uploads}
-    deadline = time.monotonic() + timeout
-    with workflow_display(ctx.reporter) as display:
-        while True:
-            found = [w for w in kube(ctx).list(WORKFLOW_API, "Workflow", namespace,
-                                               label_selector=f"events.argoproj.io/sensor={FTP_SENSOR}")
-                     if parameter(w, "path") in paths and created(w) >= since]
-            display.update(found)
-            if {parameter(w, "path") for w in found} == paths and all(WorkflowView(w).phase in TERMINAL for w in found):
-                break
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for the ftp-etl workflows",
-                                  hint="is the FTP event server polling? `invoke status --only ftp`")
-            time.sleep(interval)
+
+    def read() -> list[dict]:
+        return [w for w in kube(ctx).list(WORKFLOW_API, "Workflow", namespace,
+                                          label_selector=f"events.argoproj.io/sensor={FTP_SENSOR}")
+                if parameter(w, "path") in paths and created(w) >= since]
+
+    def done(found: list[dict]) -> bool:
+        return {parameter(w, "path") for w in found} == paths and all(WorkflowView(w).phase in TERMINAL for w in found)
+
+    found = follow_workflows(read, done, timeout=timeout, reporter=ctx.reporter,
+                             what="waiting for the ftp-etl workflows",
+                             hint="is the FTP event server polling? `invoke doctor`", interval=interval)
     ok = True
     for workflow in found:
         good = WorkflowView(workflow).phase == "Succeeded"

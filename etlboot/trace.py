@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from . import manifests as m
-from .demo import AGG_SENSOR, ETL_SENSOR, OUTPUT_LAYOUT, SENSOR_LABEL, SUMMARY_KEY, created, date_and_name, \
-    parameter, running_minio
+from .demo import AGG_SENSOR, ETL_SENSOR, OUTPUT_LAYOUT, SENSOR_LABEL, SUMMARY_KEY, date_and_name, running_minio
 from .engine import Context
-from .examples import WORKFLOW_API, WorkflowView, pods_by_node
+from .workflows import WORKFLOW_API, WorkflowView, created, parameter, pods_by_node
 from .steps import kube, listener_state_in
 
 PUBLISHED = "Succeeded to publish an event"

@@ -57,6 +57,7 @@ def sent_objects() -> list[tuple[str, dict]]:
     from aws.steps import manifest_variables
     from etlboot import demo, ftpdemo, stack
     from etlboot import examples as ex
+    from etlboot import webhook
     from etlboot import manifests as m
     from etlboot.kube import with_identity
     from etlboot.steps import ObjectStep, secret_object
@@ -77,7 +78,7 @@ def sent_objects() -> list[tuple[str, dict]]:
             if doc["kind"] == "Workflow":
                 doc = ex.with_parameters(doc, {}, example.name)
             out.append((f"examples.run {example.name}", with_identity(doc, namespace, labels)))
-    out += [(f"examples.webhook:{step.name}", step.desired(ctx)) for step in ex.webhook_steps(ctx)]
+    out += [(f"examples.webhook:{step.name}", step.desired(ctx)) for step in webhook.webhook_steps(ctx)]
     # the AWS variant's credential Secrets (its Argo objects are manifests/aws, above)
     for secret in (SNS_SECRET, S3_SECRET):
         obj = secret_object(secret, {SECRET_ID_KEY: "AKIAIOSFODNN7EXAMPLE", SECRET_KEY_KEY: "wJalrXUtnFEMI/K7MDENG"})

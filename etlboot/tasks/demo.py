@@ -53,9 +53,11 @@ def upload(c, dataset="single", file="", target="minio", delay=3.0, timeout=0, n
     ctx = make_context(settings, debug=debug)
     wait = float(timeout or settings.wait_timeout_seconds)
     if target == "aws":
+        from aws.demo import cluster_workflows
+
         from .aws import demo_upload
 
-        ok = _guard(ctx, lambda: demo_upload(settings, ctx.reporter, timeout=wait))
+        ok = _guard(ctx, lambda: demo_upload(settings, ctx.reporter, timeout=wait, workflows=cluster_workflows(ctx)))
         if not ok:
             raise Exit(code=1)
         return

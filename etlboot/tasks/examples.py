@@ -10,6 +10,7 @@ from invoke import Collection, Exit
 from rich.table import Table
 
 from .. import examples as ex
+from .. import webhook as walkthrough
 from ..cli import (COMMON_HELP, as_usage_error, confirm, interruptible, load_settings, make_context, report_failure,
                    task, usage_error)
 from ..engine import Context, Outcome, Result, Runner, exit_code
@@ -134,7 +135,7 @@ def webhook(c, message="", timeout=0, dry_run=False, debug=False, verbose=False)
     message = message or f"this is my first webhook {secrets.token_hex(4)}"
     results: list[Result] = []
     try:
-        results = Runner(ctx).up(ex.webhook_steps(ctx))
+        results = Runner(ctx).up(walkthrough.webhook_steps(ctx))
         if exit_code(results) == 0 and not dry_run:
             results.append(_post_and_confirm(ctx, message, _timeout(settings, timeout)))
     finally:
@@ -148,9 +149,9 @@ def _post_and_confirm(ctx: Context, message: str, timeout: float) -> Result:
     began = time.monotonic()
     name = "webhook/event-logged"
     try:
-        with PortForward(ctx.settings, f"svc/{ex.WEBHOOK_SERVICE}", ex.WEBHOOK_PORT) as forward:
-            ctx.reporter.say(f"POST {{\"message\": \"{message}\"}} to http://{forward.endpoint}{ex.WEBHOOK_PATH}")
-            posts, line = ex.webhook_roundtrip(ctx, forward.endpoint, message, timeout=timeout)
+        with PortForward(ctx.settings, f"svc/{walkthrough.WEBHOOK_SERVICE}", walkthrough.WEBHOOK_PORT) as forward:
+            ctx.reporter.say(f"POST {{\"message\": \"{message}\"}} to http://{forward.endpoint}{walkthrough.WEBHOOK_PATH}")
+            posts, line = walkthrough.webhook_roundtrip(ctx, forward.endpoint, message, timeout=timeout)
         shown = line if len(line) <= 300 else line[:300] + "…"
         ctx.reporter.say(f"Sensor log: {shown}")
         result = Result(name, Outcome.OK, f"the Sensor logged the message (posted {posts}×)")
@@ -177,7 +178,7 @@ def clean(c, yes=False, dry_run=False, debug=False):
         from ..steps import KubeContextStep
 
         KubeContextStep().check(ctx)
-        results = Runner(ctx).down(ex.webhook_steps(ctx))
+        results = Runner(ctx).down(walkthrough.webhook_steps(ctx))
         found = ex.cleanup(ctx, dry_run=dry_run)
         if found:
             outcome, verb = (Outcome.WOULD_CHANGE, "would delete") if dry_run else (Outcome.CHANGED, "deleted")

@@ -187,10 +187,21 @@ def test_demo_upload_fails_when_the_output_is_wrong_or_missing(aws_env, admin, m
     assert "differ" in out.getvalue()
 
     out = io.StringIO()  # nothing processes the upload: a bounded wait, then False
+    marks = []
+
+    def failed_workflow(mark: str) -> list[dict]:  # what the cluster shows: the S3 ETL workflow failed
+        marks.append(mark)
+        return [{"metadata": {"name": "s3-etl-x7k2p"}, "status": {"phase": "Failed", "message": "child failed"}}]
+
     started = time.monotonic()
-    assert not aws_tasks.demo_upload(load(), plain_reporter(file=out), source=sample, timeout=1, interval=0.2)
+    assert not aws_tasks.demo_upload(load(), plain_reporter(file=out), source=sample, timeout=1, interval=0.2,
+                                     workflows=failed_workflow)
     assert time.monotonic() - started < 15
     assert "no output after" in out.getvalue()
+    # the shared follower drew the workflow of this upload, asked for by a mark that is in the uploaded key
+    assert "s3-etl-x7k2p: Failed  child failed" in out.getvalue()
+    uploaded = [o["Key"] for o in admin.s3.list_objects_v2(Bucket=bucket, Prefix="input/demo/")["Contents"]]
+    assert marks and any(marks[0] in key for key in uploaded)
 
 
 def deliveries(webhook, key: str) -> dict[str, dict]:

@@ -17,6 +17,7 @@ import pytest
 from argo_standin import CONTEXT, NAMESPACE, ArgoStandIn, crd
 from etlboot import config
 from etlboot import examples as ex
+from etlboot import follow
 from etlboot import manifests as m
 from kube_emulator import KubeEmulator
 
@@ -64,7 +65,7 @@ def cluster(env_file, tmp_path, monkeypatch):
                            "NAMESPACE": NAMESPACE, "WAIT_TIMEOUT_SECONDS": "20",
                            "REQUEST_TIMEOUT_SECONDS": "10"}.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setattr(ex, "POLL_SECONDS", 0.02)
+        monkeypatch.setattr(follow, "POLL_SECONDS", 0.02)
         yield emulator
     finally:
         emulator.stop()

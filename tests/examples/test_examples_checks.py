@@ -8,27 +8,30 @@ import json
 import pytest
 
 import argo_recordings as rec
+from etlboot import example_checks as checks
 from etlboot import examples as ex
+from etlboot.follow import tree_lines
+from etlboot.workflows import WorkflowView
 from etlboot.engine import StepError
 
 
-def observed(*recordings: rec.Recording) -> ex.Observed:
-    return ex.Observed(
+def observed(*recordings: rec.Recording) -> checks.Observed:
+    return checks.Observed(
         [r.workflow for r in recordings],
         logs={r.name: r.logs_by_node() for r in recordings},
         pods={r.name: r.pods_by_node() for r in recordings},
     )
 
 
-def judge(name: str, *recordings: rec.Recording) -> ex.Verdict:
+def judge(name: str, *recordings: rec.Recording) -> checks.Verdict:
     return ex.get(name).judge(observed(*recordings))
 
 
-def assert_pass(verdict: ex.Verdict) -> None:
+def assert_pass(verdict: checks.Verdict) -> None:
     assert verdict.ok, verdict.detail
 
 
-def assert_fail(verdict: ex.Verdict, *words: str) -> None:
+def assert_fail(verdict: checks.Verdict, *words: str) -> None:
     assert not verdict.ok, f"expected a failure, got: {verdict.detail}"
     for word in words:
         assert word in verdict.detail, verdict.detail
@@ -127,7 +130,7 @@ def test_artifact_passing(workflow_spec):
 
 def test_artifact_passing_needs_the_logs(workflow_spec):
     recording = rec.artifact_passing(workflow_spec("artifact-passing"))
-    verdict = ex.get("artifact-passing").judge(ex.Observed([recording.workflow]))
+    verdict = ex.get("artifact-passing").judge(checks.Observed([recording.workflow]))
     assert_fail(verdict, "no log of generate-artifact")
 
 
@@ -198,10 +201,10 @@ def test_a_workflow_that_did_not_succeed_fails_every_check(workflow_spec):
 
 
 def test_tree_rows_follow_argo_naming(workflow_spec):
-    view = ex.WorkflowView(rec.steps(workflow_spec("steps")).workflow)
+    view = WorkflowView(rec.steps(workflow_spec("steps")).workflow)
     shown = [("  " * depth) + node["displayName"] for depth, node in view.rows()]
     assert shown == ["steps-wk5m5", "  [0]", "    hello1", "  [1]", "    hello2a", "    hello2b"]
-    dag = ex.WorkflowView(rec.loops_dag(workflow_spec("loops-dag")).workflow)
+    dag = WorkflowView(rec.loops_dag(workflow_spec("loops-dag")).workflow)
     shown = [("  " * depth) + node["displayName"] for depth, node in dag.rows()]
     # C is a dependent of both B items (children edges) but sits under the DAG, not under B
     assert shown == ["loops-dag-7vx2q", "  A", "  B", "    B(0:bar)", "    B(1:baz)", "  C"]
@@ -209,7 +212,7 @@ def test_tree_rows_follow_argo_naming(workflow_spec):
 
 def test_tree_lines_show_template_phase_duration_and_message(workflow_spec):
     recording = rec.retry_script(workflow_spec("retry-script"), "succeeded", attempts=2)
-    lines = ex.tree_lines(ex.WorkflowView(recording.workflow))
+    lines = tree_lines(WorkflowView(recording.workflow))
     assert lines[0].startswith("✔ retry-script-6xq8c  Succeeded  12s  (1/2)")
     assert lines[1] == "  ✖ retry-script-6xq8c(0)  retry-script  Failed  5s  Error (exit code 1)"
     assert lines[2] == "  ✔ retry-script-6xq8c(1)  retry-script  Succeeded  5s"
@@ -217,7 +220,7 @@ def test_tree_lines_show_template_phase_duration_and_message(workflow_spec):
 
 def test_snapshots_show_a_running_tree(workflow_spec):
     recording = rec.dag_diamond(workflow_spec("dag-diamond"))
-    early = ex.WorkflowView({"metadata": {"name": recording.name}, "status": recording.snapshots[1]})
+    early = WorkflowView({"metadata": {"name": recording.name}, "status": recording.snapshots[1]})
     assert early.phase == "Running"
     phases = {n["displayName"]: n["phase"] for n in early.nodes.values()}
     assert phases == {"dag-diamond-d6xfs": "Running", "A": "Succeeded", "B": "Running", "C": "Running"}
@@ -231,22 +234,22 @@ def test_snapshots_show_a_running_tree(workflow_spec):
     ({"count": "0"}, {}, []),
 ])
 def test_sequence_items(sequence, params, want):
-    assert ex.sequence_items(sequence, params) == want
+    assert checks.sequence_items(sequence, params) == want
 
 
 def test_sequence_items_refuse_nonsense():
-    with pytest.raises(ex.CheckFailed, match="not a whole number"):
-        ex.sequence_items({"count": "three"}, {})
-    with pytest.raises(ex.CheckFailed, match="neither end nor count"):
-        ex.sequence_items({"start": "1"}, {})
-    with pytest.raises(ex.CheckFailed, match="'b' is not among"):
-        ex.sequence_items({"count": "{{workflow.parameters.b}}"}, {})
+    with pytest.raises(checks.CheckFailed, match="not a whole number"):
+        checks.sequence_items({"count": "three"}, {})
+    with pytest.raises(checks.CheckFailed, match="neither end nor count"):
+        checks.sequence_items({"start": "1"}, {})
+    with pytest.raises(checks.CheckFailed, match="'b' is not among"):
+        checks.sequence_items({"count": "{{workflow.parameters.b}}"}, {})
 
 
 def test_item_labels_are_argo_node_labels():
-    assert ex.item_label({"tag": "3.6", "image": "alpine"}) == "image:alpine,tag:3.6"
-    assert ex.item_label("say (hi)") == "say hi"
-    assert ex.item_label(True) == "true"
+    assert checks.item_label({"tag": "3.6", "image": "alpine"}) == "image:alpine,tag:3.6"
+    assert checks.item_label("say (hi)") == "say hi"
+    assert checks.item_label(True) == "true"
 
 
 def test_parse_parameters():

@@ -10,11 +10,12 @@ import pytest
 import yaml
 
 from etlboot import examples as ex
+from etlboot import webhook
 from helpers.hera_check import ManifestError, render_manifest, validate_argo_manifest
 from helpers.quantity import parse_quantity
 
 EXAMPLE_FILES = sorted(ex.EXAMPLES_DIR.glob("*.yaml"))
-WEBHOOK_FILES = sorted(ex.WEBHOOK_DIR.glob("*.yaml"))
+WEBHOOK_FILES = sorted(webhook.WEBHOOK_DIR.glob("*.yaml"))
 ALL_FILES = EXAMPLE_FILES + WEBHOOK_FILES
 
 
@@ -172,11 +173,11 @@ def test_webhook_eventsource_and_log_sensor_match_the_tutorial():
     source = next(d for p in WEBHOOK_FILES for d in render_manifest(p) if d["kind"] == "EventSource")
     sensor = next(d for p in WEBHOOK_FILES for d in render_manifest(p) if d["kind"] == "Sensor")
     assert source["metadata"]["name"] == "webhook"  # → Service webhook-eventsource-svc
-    assert source["spec"]["service"]["ports"] == [{"port": ex.WEBHOOK_PORT, "targetPort": ex.WEBHOOK_PORT}]
+    assert source["spec"]["service"]["ports"] == [{"port": webhook.WEBHOOK_PORT, "targetPort": webhook.WEBHOOK_PORT}]
     assert source["spec"]["webhook"]["example"] == {
-        "port": str(ex.WEBHOOK_PORT), "endpoint": ex.WEBHOOK_PATH, "method": "POST",
+        "port": str(webhook.WEBHOOK_PORT), "endpoint": webhook.WEBHOOK_PATH, "method": "POST",
         # required by the upstream schema (tests/test_strict_schemas.py); informational for a plain webhook
-        "url": f"http://{ex.WEBHOOK_SERVICE}:{ex.WEBHOOK_PORT}"}
+        "url": f"http://{webhook.WEBHOOK_SERVICE}:{webhook.WEBHOOK_PORT}"}
     assert sensor["metadata"]["name"] == "log"
     assert sensor["spec"]["dependencies"] == [{"name": "test-dep", "eventSourceName": "webhook",
                                                "eventName": "example"}]

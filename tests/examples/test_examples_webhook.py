@@ -17,6 +17,7 @@ from invoke import Context, Exit
 from argo_recordings import by_example
 from argo_standin import NAMESPACE
 from etlboot import examples as ex
+from etlboot import webhook
 from etlboot.tasks import examples as tasks
 from helpers.counting_proxy import Served
 
@@ -96,7 +97,7 @@ def webhook_cluster(cluster, tmp_path, monkeypatch):
                            run_controllers=True)
     monkeypatch.setenv("TOOLS_DIR", str(STANDINS))
     monkeypatch.setenv("STANDIN_STATE_DIR", str(tmp_path / "standins"))
-    monkeypatch.setattr(ex, "WEBHOOK_REPOST_SECONDS", 0.3)
+    monkeypatch.setattr(webhook, "WEBHOOK_REPOST_SECONDS", 0.3)
     return cluster
 
 
