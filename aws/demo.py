@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from etlboot import PROJECT_ROOT, config
+from etlboot.demo import note_upload
 from etlboot.engine import StepError, WaitTimeout
 from etlboot.follow import follow_workflows
 from etlboot.workflows import WORKFLOW_API, parameter
@@ -106,6 +107,7 @@ def demo_upload(settings, reporter, *, source: str | Path | None = None, timeout
                 s3.upload_file(str(src), bucket, key)
             except Exception as exc:  # noqa: BLE001
                 raise aws_error(exc, f"upload {src.name} to s3://{bucket}/{key}") from None
+            note_upload(settings, "aws", bucket, [key])  # `invoke trace` starts from it
             reporter.say(f"uploaded {src.name} to s3://{bucket}/{key}; waiting for s3://{bucket}/{out_key}")
 
             def arrived(_workflows: list[dict]) -> bool:

@@ -107,12 +107,22 @@ def last_upload_file(settings) -> Path:
     return settings.env_file.parent / ".state" / "last-upload.json"
 
 
-def last_uploaded_key(settings) -> str | None:
+def last_upload(settings) -> tuple[str, str | None]:
+    """(target, the last key or path) that demo.upload sent, from its note; ("minio", None) without one."""
     try:
-        keys = json.loads(last_upload_file(settings).read_text(encoding="utf-8")).get("keys") or []
+        note = json.loads(last_upload_file(settings).read_text(encoding="utf-8"))
+        keys = note.get("keys") or []
     except (OSError, ValueError, AttributeError):
-        return None
-    return keys[-1] if keys and isinstance(keys[-1], str) else None
+        return "minio", None
+    target = note.get("target") if note.get("target") in ("minio", "ftp", "aws") else "minio"
+    return target, keys[-1] if keys and isinstance(keys[-1], str) else None
+
+
+def note_upload(settings, target: str, bucket: str, keys: list[str]) -> None:
+    """Note what demo.upload sent (written after each upload, so a partial run still names its last key)."""
+    note = last_upload_file(settings)
+    note.parent.mkdir(exist_ok=True)
+    note.write_text(json.dumps({"target": target, "bucket": bucket, "keys": keys}) + "\n", encoding="utf-8")
 
 
 def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -127,9 +137,7 @@ def upload(ctx: Context, uploads: list[Upload], delay: float, sleep: Callable[[f
             sent.append(item.key)
     finally:
         if sent:
-            note = last_upload_file(ctx.settings)
-            note.parent.mkdir(exist_ok=True)
-            note.write_text(json.dumps({"target": "minio", "bucket": bucket, "keys": sent}) + "\n", encoding="utf-8")
+            note_upload(ctx.settings, "minio", bucket, sent)
         ctx.reporter.say(f"uploaded {item.local.relative_to(PROJECT_ROOT) if item.local.is_relative_to(PROJECT_ROOT) else item.local}"
                          f" -> s3://{bucket}/{item.key}")
 

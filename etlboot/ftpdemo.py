@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from . import manifests as m
-from .demo import Upload, date_and_name, expected_rows, read_rows
+from .demo import Upload, date_and_name, expected_rows, note_upload, read_rows
 from .engine import Context, StepError, wait_until
 from .follow import follow_workflows
 from .workflows import TERMINAL, WORKFLOW_API, WorkflowView, created, parameter
@@ -79,6 +79,7 @@ def upload_and_verify(ctx: Context, uploads: list[Upload], timeout: float, inter
     ctx.reporter.say(f"uploading {len(uploads)} file(s) to vsftpd from Job {name}")
     wait_until(lambda: _job_done(ctx, name), timeout=timeout, what=f"Job {name}", reporter=ctx.reporter,
                interval=interval)
+    note_upload(settings, "ftp", "", [remote_path(u) for u in uploads])  # `invoke trace` starts from these
     paths = {remote_path(u) for u in uploads}
 
     def read() -> list[dict]:

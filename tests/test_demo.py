@@ -117,7 +117,7 @@ def test_multi_dataset_upload_follows_workflows_and_verifies(world, capsys):
         assert run_demo("verify", dataset="multi") == 0
         # and `trace` without a key starts from the last file sent
         from etlboot import config, demo
-        assert demo.last_uploaded_key(config.load(world.env_file)) == "input/20230414/3.csv"
+        assert demo.last_upload(config.load(world.env_file)) == ("minio", "input/20230414/3.csv")
     finally:
         pipeline.stop.set()
         pipeline.join(5)

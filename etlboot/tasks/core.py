@@ -151,22 +151,30 @@ def doctor(c, debug=False, json=False):
              as_json=json)
 
 
-@task(help={"key": "the input's object key, e.g. input/20230414/1.csv (default: the last one demo.upload sent)",
+@task(help={"key": "the input: a MinIO key (input/20230414/1.csv), an FTP path (/20230414/1.csv) or an S3 key "
+                   "(input/demo/x.csv); default: the last one demo.upload sent",
+            "target": "minio, ftp or aws (default: the last upload's target for its key; else ftp for a path "
+                      "starting with /, minio otherwise)",
             "debug": COMMON_HELP["debug"], "json": "print the journey as JSON"})
 @interruptible
-def trace(c, key="", debug=False, json=False):
-    """Follow one input through the pipeline: object, EventSource, Sensor, Workflow, output, aggregation."""
+def trace(c, key="", target="", debug=False, json=False):
+    """Follow one input (MinIO, FTP or AWS) through the pipeline to its outputs; name where the chain broke."""
     import json as json_module
 
-    from ..trace import render, trace_minio
+    from ..demo import last_upload
+    from ..trace import TARGETS, render
+    from ..trace import trace as follow_input
 
-    from ..demo import last_uploaded_key
-
+    if target and target not in TARGETS:
+        raise usage_error(f"unknown --target {target!r} (choose from {', '.join(TARGETS)})")
     settings = load_settings(generate=False)
-    key = key or last_uploaded_key(settings) or ""
+    last_target, last_key = last_upload(settings)
     if not key:
-        raise usage_error("give the input's key: `invoke trace --key input/<name>.csv` (no demo.upload to "
-                          "start from yet)")
+        if not last_key or (target and target != last_target):
+            raise usage_error("give the input's key: `invoke trace --key input/<name>.csv` (no demo.upload "
+                              f"{'to ' + target + ' ' if target else ''}to start from yet)")
+        key = last_key
+    target = target or (last_target if key == last_key else ("ftp" if key.startswith("/") else "minio"))
     ctx = make_context(settings, debug=debug, to_stderr=json)
     try:
         from ..stack import gate_steps
@@ -176,7 +184,7 @@ def trace(c, key="", debug=False, json=False):
                 check = gate.check(ctx)
                 if not check.converged:
                     raise StepError(f"{gate.name}: {check.detail or check.state.value}", hint="`invoke status`")
-        journey = trace_minio(ctx, key)
+        journey = follow_input(ctx, key, target)
     finally:
         ctx.close()
     if json:

@@ -142,3 +142,16 @@ def aws_server(aws_env, moto, monkeypatch):
     with CountingProxy(moto) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         yield proxy
+
+
+@pytest.fixture
+def sqs_env(aws_env, monkeypatch):
+    """The aws settings with the sqs delivery, and no webhook address at all (sqs needs none)."""
+    monkeypatch.setenv("AWS_DELIVERY", "sqs")
+    monkeypatch.delenv("SNS_WEBHOOK_URL", raising=False)
+    return {**aws_env, "AWS_DELIVERY": "sqs"}
+
+
+@pytest.fixture
+def sqs(moto, fake_credentials):
+    return boto3.client("sqs", region_name=REGION, endpoint_url=moto)

@@ -15,7 +15,6 @@ import re
 
 import boto3
 import pyarrow.parquet as pq
-import pytest
 from invoke import Context, Exit
 
 from etlboot.tasks import aws as aws_tasks
@@ -26,19 +25,6 @@ from test_chain import CSV, gjson_get, run_s3_etl, sensor_data_key, wait_for
 QUEUE = "argo-etl-s3-events"
 DLQ = QUEUE + "-dlq"
 OURS = {"managed-by": "argo-etl-bootstrap"}
-
-
-@pytest.fixture
-def sqs_env(aws_env, monkeypatch):
-    """The aws settings with the sqs delivery, and no webhook address at all (sqs needs none)."""
-    monkeypatch.setenv("AWS_DELIVERY", "sqs")
-    monkeypatch.delenv("SNS_WEBHOOK_URL", raising=False)
-    return {**aws_env, "AWS_DELIVERY": "sqs"}
-
-
-@pytest.fixture
-def sqs(moto, fake_credentials):
-    return boto3.client("sqs", region_name=REGION, endpoint_url=moto)
 
 
 def run_task(fn, capsys, **kwargs) -> tuple[int, str]:
