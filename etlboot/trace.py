@@ -52,6 +52,7 @@ class Journey:
     key: str
     links: list[Link]
     target: str = "minio"
+    running: list[str] = field(default_factory=list)   # the workflows it waits on when "in progress"
 
     @property
     def broken(self) -> Link | None:
@@ -193,7 +194,10 @@ def event_links(ctx: Context, journey: Journey, *, source: str, sensor: str, sin
         running = last.phase in ("Pending", "Running")
         link = Link("workflow", None if running else False, rows[-1], "" if running else failure_cause(last),
                     lines=rows[:-1])
-        if not running:
+        if running:
+            journey.running = [w["metadata"]["name"] for w in workflows
+                               if WorkflowView(w).phase in ("Pending", "Running")]
+        else:
             link.lines += failing_step(ctx, last)
         journey.add(link)
         journey.unreached(*rest)

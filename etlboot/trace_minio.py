@@ -128,11 +128,11 @@ def trace_minio(ctx: Context, key: str) -> Journey:
                        rest=("aggregation",))
     if etag is None:
         return journey
-    journey.add(_aggregation_link(ctx, store, date, out_key, etag))
+    journey.add(_aggregation_link(ctx, journey, store, date, out_key, etag))
     return journey
 
 
-def _aggregation_link(ctx: Context, store: MinioStore, date: str, out_key: str, etag: str) -> Link:
+def _aggregation_link(ctx: Context, journey: Journey, store: MinioStore, date: str, out_key: str, etag: str) -> Link:
     summary_key = SUMMARY_KEY.format(date=date)
     summary = store.json_object(summary_key)
     inputs = {i.get("key"): i.get("etag") for i in (summary or {}).get("inputs") or []}
@@ -145,6 +145,7 @@ def _aggregation_link(ctx: Context, store: MinioStore, date: str, out_key: str, 
                                       label_selector=f"{SENSOR_LABEL}={AGG_SENSOR}") if parameter(w, "date") == date]
     pending = [w for w in aggs if WorkflowView(w).phase in ("Pending", "Running")]
     if pending:
+        journey.running = [w["metadata"]["name"] for w in pending]
         return Link("aggregation", None, f"not yet: {len(pending)} aggregation(s) of {date} running or queued")
     failed = [w for w in aggs if WorkflowView(w).phase in ("Failed", "Error")]
     return Link("aggregation", False, f"{summary_key} does not include {out_key} (yet)",

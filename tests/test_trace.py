@@ -203,3 +203,42 @@ def test_without_a_key_it_traces_the_last_demo_upload(stack, key):
     note.unlink()
     code, out = stack.run("trace")
     assert code == 2 and "give the input's key" in out
+
+
+def test_wait_follows_the_running_workflow_then_traces_again(stack, key, monkeypatch):
+    import threading
+
+    from etlboot import follow
+
+    monkeypatch.setattr(follow, "POLL_SECONDS", 0.1)
+    out_key = output_of(key)
+    stack.emu.delete_object("Workflow", "etl-running", NS)   # another test's: an update keeps its creation time
+    reached_the_workflow(stack, "Running", key)
+
+    def the_workflow_ends():  # what the controller and the ETL do meanwhile
+        put(stack, out_key, parquet(2))
+        etag = s3(stack).stat_object(BUCKET, out_key).etag.strip('"')
+        summary(stack, out_key, etag)
+        stack.emu.set_status("Workflow", "etl-running", {"phase": "Succeeded", "startedAt": "2099-01-01T00:00:01Z",
+                                                         "finishedAt": "2099-01-01T00:00:05Z", "nodes": {}}, NS)
+
+    timer = threading.Timer(0.5, the_workflow_ends)
+    timer.start()
+    try:
+        code, out = stack.run("trace", key=key, wait=True, timeout=20)
+    finally:
+        timer.join()
+    assert code == 0, out
+    assert "etl-running: Succeeded" in out                     # drawn by the follower as it ended
+    assert out.rstrip().endswith("complete: every link holds")  # and the journey traced again
+    stack.emu.delete_object("Workflow", "etl-running", NS)
+
+
+def test_wait_is_bounded_and_says_what_still_runs(stack, key):
+    stack.emu.delete_object("Workflow", "etl-running", NS)
+    reached_the_workflow(stack, "Running", key)
+    try:
+        code, out = stack.run("trace", key=key, wait=True, timeout=1)
+    finally:
+        stack.emu.delete_object("Workflow", "etl-running", NS)
+    assert code == 1 and "still in progress after 1s: etl-running" in out

@@ -155,9 +155,11 @@ def doctor(c, debug=False, json=False):
                    "(input/demo/x.csv); default: the last one demo.upload sent",
             "target": "minio, ftp or aws (default: the last upload's target for its key; else ftp for a path "
                       "starting with /, minio otherwise)",
+            "wait": "while a workflow of the journey runs, follow it (live tree), then trace again",
+            "timeout": "seconds --wait waits at most (default: WAIT_TIMEOUT_SECONDS)",
             "debug": COMMON_HELP["debug"], "json": "print the journey as JSON"})
 @interruptible
-def trace(c, key="", target="", debug=False, json=False):
+def trace(c, key="", target="", wait=False, timeout=0, debug=False, json=False):
     """Follow one input (MinIO, FTP or AWS) through the pipeline to its outputs; name where the chain broke."""
     import json as json_module
 
@@ -185,6 +187,9 @@ def trace(c, key="", target="", debug=False, json=False):
                 if not check.converged:
                     raise StepError(f"{gate.name}: {check.detail or check.state.value}", hint="`invoke status`")
         journey = follow_input(ctx, key, target)
+        if wait:
+            journey = _wait_for_journey(ctx, journey, lambda: follow_input(ctx, key, target),
+                                        float(timeout or settings.wait_timeout_seconds))
     finally:
         ctx.close()
     if json:
@@ -192,5 +197,27 @@ def trace(c, key="", target="", debug=False, json=False):
     else:
         for line in render(journey):
             ctx.reporter.say(line)
-    if journey.broken is not None:
+    if journey.broken is not None or (wait and journey.running):
         raise Exit(code=1)
+
+
+def _wait_for_journey(ctx, journey, again, timeout: float):
+    """While the journey waits on running workflows, follow them with the shared follower, then trace again
+    (an ETL that ended may start an aggregation); bounded by `timeout` in all."""
+    from ..engine import WaitTimeout
+    from ..follow import follow
+    from ..steps import kube
+
+    deadline = time.monotonic() + timeout
+    while journey.running and journey.broken is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            ctx.reporter.say(f"✗ still in progress after {timeout:.0f}s: {', '.join(journey.running)}",
+                             style="bold red")
+            return journey
+        try:
+            follow(kube(ctx), ctx.settings.namespace, journey.running, timeout=remaining, reporter=ctx.reporter)
+        except WaitTimeout:
+            pass   # traced once more below, then said as still in progress
+        journey = again()
+    return journey
