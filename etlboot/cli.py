@@ -15,7 +15,7 @@ from invoke.parser import Argument
 from rich.console import Console
 
 from . import config
-from .engine import Context, Result, Runner, Step, StepError, exit_code
+from .engine import Context, Outcome, Result, Runner, Step, StepError, exit_code
 from .errors import explain
 from .report import Redactor, Reporter, as_typed
 
@@ -116,6 +116,9 @@ def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title
         ctx.close()
     ctx.reporter.summary(title + (" (dry run)" if dry_run else ""), results)
     code = exit_code(results)
+    if code and mode in ("up", "status") and title in ("up", "status") and _past_the_gates(ctx, results):
+        ctx.reporter.say("  next: `invoke doctor` checks the known failure modes, each with its fix",
+                         style="dim")
     if as_json:
         document = {"command": title, "ok": not code,
                     "steps": [{"step": r.step, "outcome": r.outcome.value, "detail": r.detail, "hint": r.hint}
@@ -124,6 +127,14 @@ def run_mode(mode: str, steps_for: Callable[[Context], Sequence[Step]], *, title
     if code:
         raise Exit(code=code)
     return results
+
+
+def _past_the_gates(ctx: Context, results: Sequence[Result]) -> bool:
+    """A step failed that is not one of the gates (tools, cluster, context): what `doctor` can look into."""
+    from .stack import gate_steps
+
+    gates = {step.name for step in gate_steps(ctx)}
+    return any(r.outcome is Outcome.FAILED and r.step not in gates for r in results)
 
 
 def confirm(question: str, yes: bool) -> None:

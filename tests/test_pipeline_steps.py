@@ -52,6 +52,7 @@ def test_code_change_changes_only_the_code_configmap(world, monkeypatch, tmp_pat
     assert code == 1 and "pipeline/configmap/etl-code" in out and "drifted" in out
     code, out = world.run("up", only="pipeline")
     assert code == 0, out
+    assert "doctor" not in out   # nothing unhealthy: no pointer
     changed = [line for line in out.splitlines() if line.startswith("● changed")]
     assert len(changed) == 1 and "pipeline/configmap/etl-code" in changed[0]
     writes = world.emu.write_requests()
@@ -67,6 +68,7 @@ def test_stopped_minio_listener_shows_in_status_and_up_restarts_it(world):
     assert "listener stopped" in line
     agg_line = next(l for l in out.splitlines() if "pipeline/eventsource/agg" in l)
     assert "listening" in agg_line and "✓" in agg_line
+    assert "next: `invoke doctor` checks the known failure modes" in out   # status points to doctor
     # up deletes the pod; the (stand-in) Deployment controller starts a new one, which listens
     world.listener = "listening"
     world.reset_calls()
