@@ -15,9 +15,10 @@ from etlboot.steps import KubeContextStep
 
 from . import EVENTSOURCE_NAME, S3_SECRET, SNS_SECRET, SQS, SQS_EVENTSOURCE_NAME, SQS_SECRET
 from .roles import ETL_ROLE_OBJECTS, etl_role, eventsource_role
+from .iam_steps import CredentialsStep, UserStep
+from .preflight_steps import ClusterReadyStep, PreflightStep, one_error
 from .sqs_steps import QueueStep
-from .steps import (AwsStep, BucketStep, ClusterReadyStep, CredentialsStep, NotificationStep, PreflightStep,
-                    SubscriptionStep, TopicStep, UserStep, argo_step, delivery, needs_webhook, one_error)
+from .steps import AwsStep, BucketStep, NotificationStep, SubscriptionStep, TopicStep, argo_step, delivery, needs_webhook
 
 ARGO_OBJECTS = (("WorkflowTemplate", "s3-etl"), ("Sensor", "aws-s3-etl"), ("EventSource", EVENTSOURCE_NAME))
 SQS_ARGO_OBJECTS = (("WorkflowTemplate", "s3-etl"), ("Sensor", "aws-sqs-etl"), ("EventSource", SQS_EVENTSOURCE_NAME))

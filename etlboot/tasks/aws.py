@@ -1,7 +1,7 @@
 """`invoke aws.setup | aws.status | aws.teardown`: S3 -> SQS (AWS_DELIVERY=sqs, the default) or S3 -> SNS ->
 public webhook (AWS_DELIVERY=sns-webhook, the tutorial's) -> Argo Events -> the S3 ETL workflow.
 
-The steps are in `aws/steps.py` and `aws/sqs_steps.py`, the lists each task runs in `aws/step_lists.py`;
+The steps are in `aws/steps.py`, `aws/preflight_steps.py`, `aws/iam_steps.py` and `aws/sqs_steps.py`, the lists each task runs in `aws/step_lists.py`;
 this module only parses flags and runs them. `demo_upload` is what `invoke demo.upload --target aws` calls.
 """
 
@@ -19,9 +19,10 @@ def _steps():
 
 
 def _settings_ready_for_webhook(settings) -> bool:
-    from aws import steps
+    from aws.preflight_steps import settings_problems
+    from aws.steps import needs_webhook
 
-    return steps.needs_webhook(settings) and not steps.settings_problems(settings)
+    return needs_webhook(settings) and not settings_problems(settings)
 
 
 @task(help={**COMMON_HELP,

@@ -124,7 +124,8 @@ def test_s3_event_through_sns_to_parquet(aws_env, cluster, admin, moto, webhook,
 def test_demo_upload_verifies_the_parquet_the_pipeline_writes(aws_env, cluster, admin, moto, webhook, tmp_path,
                                                               fake_credentials):
     """demo_upload against a stand-in pipeline: every SNS delivery runs s3_etl.py, as the Sensor would."""
-    from aws.steps import BucketStep, NotificationStep, PreflightStep, TopicStep, webhook_endpoint
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import BucketStep, NotificationStep, TopicStep, webhook_endpoint
 
     assert run_steps("up", PreflightStep(), BucketStep(), TopicStep(), NotificationStep())[0] == 0
     topic = admin.sns.list_topics()["Topics"][0]["TopicArn"]

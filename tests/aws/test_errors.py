@@ -10,7 +10,8 @@ from invoke import Context, Exit
 
 from aws import clients
 from aws.clients import scrub
-from aws.steps import PreflightStep, TopicStep
+from aws.preflight_steps import PreflightStep
+from aws.steps import TopicStep
 from etlboot.tasks import aws as aws_tasks
 
 from aws_testkit import assert_no_secret, run_steps

@@ -5,7 +5,8 @@ from __future__ import annotations
 from invoke import Context
 
 from aws import TAGS
-from aws.steps import CredentialsStep, PreflightStep, UserStep
+from aws.iam_steps import CredentialsStep, UserStep
+from aws.preflight_steps import PreflightStep
 from etlboot.tasks import aws as aws_tasks
 
 from aws_testkit import run_steps

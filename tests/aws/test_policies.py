@@ -123,7 +123,8 @@ def test_a_user_with_the_earlier_policy_gets_the_delete_permission(aws_env, aws_
     """On moto: the inline policy an earlier version put on the ETL user is drift, replaced by the next
     setup; a run after that writes nothing."""
     from aws import TAGS, USER_POLICY_NAME
-    from aws.steps import PreflightStep, UserStep
+    from aws.iam_steps import UserStep
+    from aws.preflight_steps import PreflightStep
 
     from aws_testkit import run_steps
 

@@ -93,7 +93,8 @@ def test_teardown_removes_only_what_is_tagged_and_twice_is_fine(aws_env, aws_cal
 
 
 def test_teardown_dry_run_and_delete_bucket_spare_a_bucket_we_did_not_create(aws_env, aws_calls, cluster, admin):
-    from aws.steps import BucketStep, PreflightStep, TopicStep
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import BucketStep, TopicStep
 
     bucket = aws_env["AWS_BUCKET"]
     admin.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
@@ -132,7 +133,8 @@ def test_status_on_half_built_state(aws_env, aws_calls, cluster, admin, capsys):
 def test_status_explains_a_pending_subscription(aws_env, cluster, admin, capsys, monkeypatch):
     from aws import TAGS
     from aws import sns as sns_api
-    from aws.steps import PreflightStep, SubscriptionStep, webhook_endpoint
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import SubscriptionStep, webhook_endpoint
     from etlboot.config import load
 
     arn = admin.sns.create_topic(Name="argo-etl-s3-events", Tags=TAGS)["TopicArn"]
@@ -145,7 +147,8 @@ def test_status_explains_a_pending_subscription(aws_env, cluster, admin, capsys,
 
 
 def notification_steps():
-    from aws.steps import BucketStep, NotificationStep, PreflightStep, TopicStep
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import BucketStep, NotificationStep, TopicStep
 
     return [PreflightStep(), BucketStep(), TopicStep(), NotificationStep()]
 
@@ -210,7 +213,8 @@ def test_our_old_put_only_entry_is_replaced_and_the_others_kept(aws_env, aws_ser
 
 def test_existing_topic_policy_statements_are_kept(aws_env, cluster, admin):
     from aws import TAGS
-    from aws.steps import PreflightStep, TopicStep
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import TopicStep
 
     arn = admin.sns.create_topic(Name="argo-etl-s3-events", Tags=TAGS)["TopicArn"]
     audit = {"Sid": "AuditRead", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},

@@ -168,7 +168,8 @@ def test_four_runs_counted_at_the_server(sqs_env, aws_server, cluster, admin, sq
 def test_a_drifted_queue_is_put_back_and_other_policy_statements_are_kept(sqs_env, aws_server, cluster, sqs,
                                                                           monkeypatch):
     from aws.sqs_steps import QueueStep
-    from aws.steps import BucketStep, PreflightStep
+    from aws.preflight_steps import PreflightStep
+    from aws.steps import BucketStep
 
     steps = [PreflightStep(need_webhook=False), BucketStep(), QueueStep(dead_letter=True), QueueStep(dead_letter=False)]
     assert run_steps("up", *steps)[0] == 0

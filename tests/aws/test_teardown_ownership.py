@@ -72,7 +72,7 @@ def test_teardown_keeps_what_others_put_on_our_user(aws_env, aws_server, cluster
 
 def test_a_key_our_secret_holds_but_we_did_not_make_is_not_deleted(aws_env, aws_server, cluster, admin, capsys):
     """Only the mark written when the tool created a key makes it ours: an edited Secret is no proof."""
-    from aws.steps import KEY_MARK
+    from aws.iam_steps import KEY_MARK
 
     assert run(aws_tasks.setup) == 0
     ours = cluster.secret("sns-credential")["accessKey"]
