@@ -1,53 +1,73 @@
-"""Daily aggregation of the ETL results: `python /code/agg.py DATE [--bucket BUCKET]`.
+"""Daily aggregation of the ETL results: `python /code/agg.py DATE [--key KEY] [--bucket BUCKET]`.
 
 Reads every Parquet file of the day at any depth (OUTPUT_LAYOUT with that date: by default
 `output/DATE/**.parquet`, e.g. `output/DATE/1.parquet` and `output/DATE/teamA/x.parquet`, since
-etl.py keeps the input's folders below the date) and writes `result/DATE/summary.json`: the highest-score row (as in the tutorial; ties go to the first
-file in key order, then the first row), the rows of every file and the total, and the input set it
-was computed from. `result/DATE/agg.txt` is a human-readable view made from the same data.
+etl.py keeps the input's folders below the date) and writes `result/DATE/summary.json`: the
+highest-score row (as in the tutorial; ties go to the first file in key order, then the first
+row), the rows of every file and the total, and the input set it was computed from (agg_state.py:
+inline for a day of up to 1,000 files, in parts of bounded size beyond). `result/DATE/agg.txt` is a
+human-readable view made from the same data.
 
-Correct under concurrency (replaces the tutorial's "terminate the previous aggregation" step):
-- At most one writer per date: the `agg` WorkflowTemplate holds the Argo mutex `agg-DATE`.
-- Settle: before the first listing it waits until the newest input is AGG_SETTLE_SECONDS old (at most
-  3x that in total), so a burst of uploads gives one aggregation. A quiet period rather than a fixed
-  sleep, so the aggregations queued behind the mutex do not each sleep again.
-- The input set is the sorted (key, ETag) pairs of the day's files; its sha256 is the digest. If the
-  current result was computed from the same digest, nothing is written ("up to date"). The digest
-  is compared with the result's `input-digest` metadata by a HEAD, so summary.json (which grows
-  with the day) is downloaded only when it is not already the result of this input set: an
-  up-to-date run is one listing and two HEADs.
-- Otherwise the summary is computed and written, unless the current result is newer: it already
-  covers every one of our inputs at least as recently and more (a strict superset, or newer versions
-  of the same keys) -- an older, smaller aggregation never replaces a newer one.
-- After writing it lists again; if the input set changed while it ran, it goes round again (at most
-  AGG_MAX_ROUNDS), so a file that lands during an aggregation always makes it into a fresh result.
-  Each new file also triggers its own aggregation, which continues where a run that gave up stopped.
-  Without the mutex (a run by hand) a run may still replace a newer result in the instant between
-  its check and its PUT; its re-list then sees the newer input set and it writes again, so the final
-  result is complete all the same. If inputs were deleted, the listing stays smaller than the result
-  on a second look, and the day is recomputed.
-- The result is one PUT of the final object (S3 PUTs are atomic), never a partial file.
+Two ways to run, both correct under concurrency (they replace the tutorial's "terminate the
+previous aggregation" step):
+- `--key KEY` (for the agg Sensor to start with each new result file's key): folds that one file
+  into the result -- a GET of the head and of the file's part, a HEAD and a GET of the file, a PUT
+  of the part, the head and agg.txt, a DELETE of the part replaced. No listing and no settle
+  period (nothing to batch: each fold is the same small work), so a new file costs the same on a
+  day of 1,000 files as on a day of 50,000. A replaced file (same key, new ETag) replaces its
+  numbers; a file gone since the event is removed; a key whose ETag the result already holds is
+  "up to date". Why no file is lost without a listing: it needs the Argo mutex `agg-DATE` that
+  the `agg` WorkflowTemplate holds, so there is one writer per date, and every file that lands
+  has its own run, queued behind the one before and folding its file into what that one wrote.
+  What a fold cannot see is a file whose event never led to a finished run (the Sensor lost it,
+  or all retries failed). So now and then a fold lists the day afterwards (mode "fold+listing"),
+  with chance min(1, AGG_RECONCILE_FILES / files of the day), drawn from the file's key and ETag:
+  on a day of up to AGG_RECONCILE_FILES (10) files every fold lists, as before; on a bigger day
+  the expected listing work per fold stays AGG_RECONCILE_FILES files' worth, and a lost file is
+  found after about files / AGG_RECONCILE_FILES more folds (or by a run without `--key`). As a guard against a
+  writer without the mutex (a hand run), the head's ETag is checked again right before the PUT,
+  and the fold starts over if it changed. A part the head names that is missing or unreadable
+  makes the run fall back to the listing form below, which recomputes the day.
+- without `--key` (by hand, or to repair a day whose events were lost): lists the whole day.
+  * Settle: before the first listing it waits until the newest input is AGG_SETTLE_SECONDS old
+    (at most 3x that in total), so a burst of uploads gives one aggregation; the listing found
+    quiet is the first round's.
+  * The input set is the (key, ETag) pairs of the day's files, its digest order-independent
+    (agg_state.input_digest). If the result's `input-digest` metadata (a HEAD) is the same,
+    nothing is written ("up to date"): one listing and two HEADs.
+  * Otherwise, of the result, only the parts whose digest differs from that of the listed files
+    of their prefix are read (one part for one new file), of the files only the new or replaced
+    ones (`--full` reads all), and the result is written -- unless the current result is newer: it
+    already covers every one of our inputs at least as recently and more (a strict superset, or
+    newer versions of the same keys); an older, smaller aggregation never replaces a newer one.
+  * After writing it lists again; if the input set changed while it ran, it goes round again (at
+    most AGG_MAX_ROUNDS), so a file that lands during the run ends in a result even without the
+    mutex: two hand runs that overwrite each other both re-list and write again, and the last
+    write holds every file. With AGG_EXCLUSIVE=true (the caller holds the mutex, as the template
+    does) the second listing is skipped: a file that landed meanwhile has its own run (started by
+    its event) queued behind this one. If inputs were deleted, the listing stays smaller than the
+    result on a second look, and the day is recomputed. A hand run whose second look finds
+    another writer's result naming a part that is gone (each deletes the parts it replaced)
+    recomputes the day from the files.
+- The commit point is one PUT of summary.json (atomic); parts are written under fresh names
+  first, so a reader never sees a head with parts of another version.
 
-Incremental: the result keeps each file's numbers with its ETag, so a re-aggregation (one runs for
-every new result file) reads only the files that are new or replaced since; `--full` reads all.
-
-Reading: the day's files are fetched in parallel (AGG_WORKERS threads); a file up to 8 MiB in one GET,
-its three columns decoded at once; a bigger one by range GETs of its footer and of the `name`/`score`
-columns only (plus `no` of the winning row's row group). Rows per file come from the Parquet footer. Every GET carries If-Match
-with the listed ETag, so a file replaced mid-run restarts the round instead of mixing versions. An
-unreadable file is recorded in `unreadable` (with the error) and left out of the numbers, so one bad
-upload does not block the day; a read that failed because S3 was unreachable or throttled fails the
-run instead (a retry will read it).
+Reading (agg_files.py, agg_fetch.py): the files are fetched in parallel (AGG_WORKERS threads) by a
+lean GET over kept-alive sockets (AGG_LEAN_GET=false uses the minio client for every GET). Every
+GET carries If-Match with the listed ETag, so a file replaced mid-run restarts the round instead
+of mixing versions. An unreadable file is recorded in `unreadable` (with the error) and left out
+of the numbers, so one bad upload does not block the day; a read that failed because S3 was
+unreachable or throttled fails the run instead (a retry will read it).
 
 Ends with one JSON line, or one error line and an exit code (failures.py): 0 done, 1 a retry will
-not help, 2 bad arguments or settings (DATE not YYYYMMDD, AGG_* not numbers), 75 S3 unreachable or
-throttled (a retry may help).
+not help, 2 bad arguments or settings (DATE not YYYYMMDD, a KEY not of that date, AGG_* not
+numbers), 75 S3 unreachable or throttled (a retry may help).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
-import io
 import json
 import os
 import sys
@@ -58,13 +78,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from minio import Minio
-from minio.error import S3Error
 
+import agg_state
 import failures
+from agg_fetch import LeanGetter, ObjectChanged, minio_get
+from agg_files import read_file_stats
+from agg_result import (StateUnreadable, ensure_text_view, get_json, load_parts, load_state,
+                        result_mark, stat_or_none, write_result)
+from agg_state import DayState
 from etl import DEFAULT_OUTPUT_LAYOUT, EtlError, is_date, layout_from_env
 from failures import Failure
 from s3client import client_from_env
@@ -74,9 +96,9 @@ DEFAULT_RESULT_PREFIX = "result"
 DEFAULT_SETTLE_SECONDS = 20.0
 DEFAULT_MAX_ROUNDS = 5
 DEFAULT_WORKERS = 16
-WHOLE_OBJECT_BYTES = 8 << 20
+DEFAULT_RECONCILE_FILES = 10
 SETTLE_LIMIT_FACTOR = 3
-DIGEST_META = "input-digest"
+_TRUE = {"1", "true", "yes", "on"}
 
 
 class AggError(Failure):
@@ -108,12 +130,18 @@ class Settings:
     max_rounds: int = DEFAULT_MAX_ROUNDS
     workers: int = DEFAULT_WORKERS
     full: bool = False            # read every file, not only those the current result lacks
+    exclusive: bool = False       # the caller holds the mutex agg-DATE: no listing after writing
+    lean_get: bool = True         # agg_fetch's GET for the files; False: the minio client's
+    reconcile_files: int = DEFAULT_RECONCILE_FILES   # see reconcile_due; 0: a fold never lists
 
     def summary_key(self, date: str) -> str:
         return f"{self.result_prefix}/{date}/summary.json"
 
     def text_key(self, date: str) -> str:
         return f"{self.result_prefix}/{date}/agg.txt"
+
+    def part_key(self, date: str, prefix: str, part_id: str) -> str:
+        return f"{self.result_prefix}/{date}/parts/{prefix}-{part_id}.json"
 
 
 def settings_from_env(env=None, **overrides) -> Settings:
@@ -126,6 +154,9 @@ def settings_from_env(env=None, **overrides) -> Settings:
             settle_seconds=float(env.get("AGG_SETTLE_SECONDS") or DEFAULT_SETTLE_SECONDS),
             max_rounds=int(env.get("AGG_MAX_ROUNDS") or DEFAULT_MAX_ROUNDS),
             workers=int(env.get("AGG_WORKERS") or DEFAULT_WORKERS),
+            exclusive=(env.get("AGG_EXCLUSIVE") or "").strip().lower() in _TRUE,
+            lean_get=(env.get("AGG_LEAN_GET") or "true").strip().lower() in _TRUE,
+            reconcile_files=int(env.get("AGG_RECONCILE_FILES") or DEFAULT_RECONCILE_FILES),
         )
     except ValueError as exc:
         raise AggError(f"AGG_* setting is not a number: {exc}") from exc
@@ -134,296 +165,56 @@ def settings_from_env(env=None, **overrides) -> Settings:
     for name, value in overrides.items():
         if value is not None:
             setattr(s, name, value)
-    if s.max_rounds < 1 or s.workers < 1 or s.settle_seconds < 0:
-        raise AggError("AGG_MAX_ROUNDS and AGG_WORKERS must be >= 1, AGG_SETTLE_SECONDS >= 0")
+    if s.max_rounds < 1 or s.workers < 1 or s.settle_seconds < 0 or s.reconcile_files < 0:
+        raise AggError("AGG_MAX_ROUNDS and AGG_WORKERS must be >= 1, AGG_SETTLE_SECONDS and "
+                       "AGG_RECONCILE_FILES >= 0")
     return s
 
 
 # --- the input set ---------------------------------------------------------------------------
 
 
+def _layout_bounds(layout: str, date: str) -> tuple[str, str]:
+    head, _, tail = layout.partition("{name}")
+    return head.format(date=date), tail.format(date=date)
+
+
+def is_input_key(key: str, date: str, layout: str) -> bool:
+    head, tail = _layout_bounds(layout, date)
+    return key.startswith(head) and key.endswith(tail) and len(key) >= len(head) + len(tail) \
+        and bool(key[len(head):len(key) - len(tail)].strip("/"))
+
+
 def list_inputs(client: Minio, bucket: str, date: str, layout: str) -> list[Input]:
     """The day's result files at any depth below the date, sorted by key."""
-    head, _, tail = layout.partition("{name}")
-    head, tail = head.format(date=date), tail.format(date=date)
+    head, _ = _layout_bounds(layout, date)
     found = []
     for obj in client.list_objects(bucket, prefix=head, recursive=True):
-        key = obj.object_name
-        name = key[len(head):len(key) - len(tail)] if key.endswith(tail) else ""
-        if obj.is_dir or not name.strip("/") or len(key) < len(head) + len(tail):
+        if obj.is_dir or not is_input_key(obj.object_name, date, layout):
             continue
-        found.append(Input(key, (obj.etag or "").strip('"'), obj.size or 0, obj.last_modified))
+        found.append(Input(obj.object_name, (obj.etag or "").strip('"'), obj.size or 0,
+                           obj.last_modified))
     return sorted(found, key=lambda i: i.key)
 
 
-def input_digest(inputs: list[Input] | list[dict]) -> str:
-    h = hashlib.sha256()
-    for key, etag in sorted(_pairs(inputs)):
-        h.update(key.encode("utf-8") + b"\0" + etag.encode("ascii", "replace") + b"\n")
-    return h.hexdigest()
+def input_digest(inputs) -> str:
+    return agg_state.input_digest(i.as_json() if isinstance(i, Input) else i for i in inputs)
 
 
-def _pairs(inputs) -> list[tuple[str, str]]:
-    return [(i.key, i.etag) if isinstance(i, Input) else (i["key"], i["etag"]) for i in inputs]
-
-
-def supersedes(current: dict, ours: list[Input]) -> bool:
-    """Whether the current result is newer than what we would write from `ours`: it covers all our
-    keys, each at least as recently (same ETag, or a later Last-Modified), and differs from ours."""
-    theirs = {i["key"]: i for i in current.get("inputs", [])}
-    if input_digest(current.get("inputs", [])) == input_digest(ours):
+def supersedes(theirs: list[dict], ours: list[Input]) -> bool:
+    """Whether a result of the inputs `theirs` is newer than what we would write from `ours`: it
+    covers all our keys, each at least as recently (same ETag, or a later Last-Modified), and
+    differs from ours."""
+    by_key = {i["key"]: i for i in theirs}
+    if input_digest(theirs) == input_digest(ours):
         return False
     for mine in ours:
-        other = theirs.get(mine.key)
+        other = by_key.get(mine.key)
         if other is None:
             return False
         if other["etag"] != mine.etag and \
                 datetime.fromisoformat(other["last_modified"]) <= mine.last_modified:
             return False
-    return True
-
-
-# --- reading the files -----------------------------------------------------------------------
-
-
-class _RangeReader(io.RawIOBase):
-    """A seekable read-only file over one S3 object, each read a range GET pinned to its ETag."""
-
-    def __init__(self, client: Minio, bucket: str, item: Input):
-        super().__init__()
-        self._client, self._bucket, self._item = client, bucket, item
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._item.size}[whence]
-        self._pos = base + offset
-        return self._pos
-
-    def size(self) -> int:
-        return self._item.size
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._item.size if size is None or size < 0 else min(self._item.size, self._pos + size)
-        if end <= self._pos:
-            return b""
-        data = _get(self._client, self._bucket, self._item, self._pos, end - self._pos)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-
-def _get(client: Minio, bucket: str, item: Input, offset: int = 0, length: int = 0) -> bytes:
-    response = None
-    try:
-        response = client.get_object(bucket, item.key, offset=offset, length=length,
-                                     request_headers={"If-Match": f'"{item.etag}"'})
-        return response.read()
-    except S3Error as exc:
-        if exc.code in ("PreconditionFailed", "NoSuchKey"):
-            raise InputChanged(item.key) from exc
-        raise
-    finally:
-        if response is not None:
-            response.close()
-            response.release_conn()
-
-
-def read_file_stats(client: Minio, bucket: str, item: Input) -> dict:
-    """Rows (from the footer) and the highest-score row of one result file."""
-    stats = {"key": item.key, "etag": item.etag, "size": item.size,
-             "last_modified": item.last_modified.isoformat()}
-    try:
-        if item.size <= WHOLE_OBJECT_BYTES:
-            # small: one GET, and the three columns decoded at once on this thread (Arrow's thread
-            # pool costs more than it saves on a file this size: 0.16 ms against 0.06 ms a file)
-            pf = pq.ParquetFile(pa.BufferReader(_get(client, bucket, item)))
-            stats["rows"] = pf.metadata.num_rows
-            stats["best"] = _best_row(pf.read(columns=["no", "name", "score"], use_threads=False))
-        else:
-            pf = pq.ParquetFile(pa.PythonFile(_RangeReader(client, bucket, item), mode="r"))
-            stats["rows"] = pf.metadata.num_rows
-            stats["best"] = _best_row_by_groups(pf)
-    except InputChanged:
-        raise
-    except S3Error as exc:
-        if failures.s3_code_retryable(exc.code, getattr(exc.response, "status", None)):
-            raise                        # throttled or unavailable: the run fails, a retry reads it
-        stats.pop("rows", None)
-        stats["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
-        stats.pop("rows", None)
-        stats["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    return stats
-
-
-def _top(score: pa.ChunkedArray) -> tuple[int, object] | None:
-    """The position and value of the first highest score, or None when there is none."""
-    top = pc.max(score)
-    if not top.is_valid:
-        return None
-    return pc.index(score, top).as_py(), top.as_py()
-
-
-def _best_row(table: pa.Table) -> dict | None:
-    found = _top(table.column("score"))
-    if found is None:
-        return None
-    row, top = found
-    return {"no": table.column("no")[row].as_py(), "name": table.column("name")[row].as_py(),
-            "score": top}
-
-
-def _best_row_by_groups(pf: pq.ParquetFile) -> dict | None:
-    """For a big file: `name` and `score` whole, the row's `no` from its row group only."""
-    table = pf.read(columns=["name", "score"])
-    found = _top(table.column("score"))
-    if found is None:
-        return None
-    row, top = found
-    offset, no = 0, None
-    for rg in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(rg).num_rows
-        if row < offset + n:
-            no = pf.read_row_group(rg, columns=["no"]).column("no")[row - offset].as_py()
-            break
-        offset += n
-    return {"no": no, "name": table.column("name")[row].as_py(), "score": top}
-
-
-def reusable_file_stats(previous: dict | None) -> dict[tuple[str, str], dict]:
-    """Per-file results of an earlier summary, by (key, ETag): an unchanged object (same ETag) has
-    the same rows and best row, so only new or replaced files need reading."""
-    if not previous:
-        return {}
-    found = {}
-    for f in previous.get("files", []):
-        if {"key", "etag", "rows", "best"} <= set(f):
-            found[(f["key"], f["etag"])] = f
-    return found
-
-
-def compute_summary(client: Minio, settings: Settings, date: str, inputs: list[Input],
-                    previous: dict | None = None) -> dict:
-    known = reusable_file_stats(previous)
-    todo = [i for i in inputs if (i.key, i.etag) not in known]
-    with ThreadPoolExecutor(max_workers=min(settings.workers, max(1, len(todo)))) as pool:
-        fresh = {f["key"]: f for f in
-                 pool.map(lambda item: read_file_stats(client, settings.bucket, item), todo)}
-    files = [fresh.get(i.key) or known[(i.key, i.etag)] for i in inputs]
-    best = None
-    for f in files:   # key order, so ties go to the first file
-        b = f.get("best")
-        if b is not None and (best is None or b["score"] > best["score"]):
-            best = {**b, "file": f["key"]}
-    readable = [f for f in files if "error" not in f]
-    return {
-        "date": date,
-        "bucket": settings.bucket,
-        "input_digest": input_digest(inputs),
-        "inputs": [i.as_json() for i in inputs],
-        "files": [{"key": f["key"], "etag": f["etag"], "rows": f["rows"], "best": f["best"]}
-                  for f in readable],
-        "unreadable": [{"key": f["key"], "error": f["error"]} for f in files if "error" in f],
-        "total_rows": sum(f["rows"] for f in readable),
-        "max": best,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_id": None,
-        "files_read": len(todo),
-    }
-
-
-def render_text(summary: dict) -> str:
-    """The tutorial-style text view, made from the summary only."""
-    lines = [f"date     {summary['date']}", f"files    {len(summary['files'])}",
-             f"rows     {summary['total_rows']}", ""]
-    best = summary.get("max")
-    if best:
-        lines += ["highest score:", f"no       {best['no']}", f"name     {best['name']}",
-                  f"score    {best['score']}", f"file     {best['file']}", ""]
-    else:
-        lines += ["highest score: (no rows)", ""]
-    lines.append("rows per file:")
-    lines += [f"{f['rows']:>10}  {f['key']}" for f in summary["files"]]
-    for f in summary["unreadable"]:
-        lines.append(f"{'unread':>10}  {f['key']}  ({f['error']})")
-    return "\n".join(lines) + "\n"
-
-
-# --- the result ------------------------------------------------------------------------------
-
-
-def read_result(client: Minio, settings: Settings, date: str) -> dict | None:
-    response = None
-    try:
-        response = client.get_object(settings.bucket, settings.summary_key(date))
-        return json.loads(response.read())
-    except S3Error as exc:
-        if exc.code == "NoSuchKey":
-            return None
-        raise
-    except ValueError:
-        return None   # unreadable result: treat as absent, it will be rewritten
-    finally:
-        if response is not None:
-            response.close()
-            response.release_conn()
-
-
-def result_digest(client: Minio, settings: Settings, date: str) -> str | None:
-    """The input digest the current result was computed from, from its metadata: one HEAD, however
-    big summary.json has grown. None when there is no result, "" for one without the mark."""
-    try:
-        meta = client.stat_object(settings.bucket, settings.summary_key(date)).metadata
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NotFound"):
-            return None
-        raise
-    return meta.get(f"x-amz-meta-{DIGEST_META}") or ""
-
-
-def _put(client: Minio, settings: Settings, key: str, body: bytes, content_type: str,
-         digest: str) -> None:
-    client.put_object(settings.bucket, key, io.BytesIO(body), len(body),
-                      content_type=content_type, metadata={DIGEST_META: digest})
-
-
-def write_result(client: Minio, settings: Settings, summary: dict) -> None:
-    date, digest = summary["date"], summary["input_digest"]
-    # summary.json is the result and the commit point; agg.txt is only a view of it.
-    _put(client, settings, settings.summary_key(date),
-         json.dumps(summary, ensure_ascii=False, indent=1).encode("utf-8"),
-         "application/json", digest)
-    _put(client, settings, settings.text_key(date), render_text(summary).encode("utf-8"),
-         "text/plain; charset=utf-8", digest)
-
-
-def ensure_text_view(client: Minio, settings: Settings, digest: str, date: str) -> bool:
-    """Rewrites agg.txt if it is missing or from another input set; True if it did."""
-    try:
-        meta = client.stat_object(settings.bucket, settings.text_key(date)).metadata
-        if meta.get(f"x-amz-meta-{DIGEST_META}") == digest:
-            return False
-    except S3Error as exc:
-        if exc.code not in ("NoSuchKey", "NotFound"):
-            raise
-    summary = read_result(client, settings, date)
-    if summary is None or summary.get("input_digest") != digest:
-        return False      # the result changed meanwhile; its writer writes its own view
-    _put(client, settings, settings.text_key(date), render_text(summary).encode("utf-8"),
-         "text/plain; charset=utf-8", digest)
     return True
 
 
@@ -437,77 +228,271 @@ def settle(client: Minio, settings: Settings, date: str,
            sleep: Callable[[float], None] = time.sleep,
            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> float:
     """Waits until the newest input is settle_seconds old (bounded); returns the seconds waited."""
+    return _settle(client, settings, date, sleep, now)[0]
+
+
+def _settle(client, settings, date, sleep, now) -> tuple[float, list[Input] | None]:
+    """The seconds waited, and the listing found quiet (None if none was: list again): the first
+    round takes it instead of listing the day once more."""
     waited, limit = 0.0, settings.settle_seconds * SETTLE_LIMIT_FACTOR
     while settings.settle_seconds > 0 and waited < limit:
         inputs = list_inputs(client, settings.bucket, date, settings.output_layout)
         if not inputs:
-            break
+            return waited, inputs
         age = (now() - max(i.last_modified for i in inputs)).total_seconds()
         if age >= settings.settle_seconds:
-            break
+            return waited, inputs
         pause = min(settings.settle_seconds - age, limit - waited)
         sleep(pause)
         waited += pause
-    return waited
+    return waited, None
+
+
+def _reader(client: Minio, settings: Settings):
+    """get(key, etag, offset, length) for agg_files, raising InputChanged for another version."""
+    fetch = functools.partial(minio_get, client, settings.bucket)
+    if settings.lean_get:
+        try:
+            fetch = LeanGetter(client, settings.bucket).get
+        except (AttributeError, TypeError):
+            pass   # the minio client's private helpers it borrows changed shape: the client's GET
+
+    def get(key: str, etag: str, offset: int, length: int) -> bytes:
+        try:
+            return fetch(key, etag, offset, length)
+        except ObjectChanged as exc:
+            raise InputChanged(key) from exc
+    return get
+
+
+def read_files(client: Minio, settings: Settings, todo: list[dict]) -> list[dict]:
+    if not todo:
+        return []
+    get = _reader(client, settings)
+    with ThreadPoolExecutor(max_workers=min(settings.workers, len(todo))) as pool:
+        return list(pool.map(lambda e: read_file_stats(get, e), todo))
 
 
 def run(date: str, settings: Settings, client: Minio | None = None, hook: Hook | None = None,
-        sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Aggregates one day; returns what happened (see `outcome`)."""
+        sleep: Callable[[float], None] = time.sleep, key: str | None = None) -> dict:
+    """Aggregates one day (or folds the one file `key` in); returns what happened (`outcome`)."""
     if not is_date(date):
         raise AggError(f"DATE must be YYYYMMDD, got {date!r}")
+    if key is not None and not is_input_key(key, date, settings.output_layout):
+        raise AggError(f"KEY {key!r} is not a result file of {date} "
+                       f"(OUTPUT_LAYOUT {settings.output_layout})")
     client = client or client_from_env()
     hook = hook or (lambda stage, **info: None)
-    run_id = uuid.uuid4().hex
-    report = {"date": date, "bucket": settings.bucket, "run_id": run_id, "rounds": 0,
-              "writes": 0, "superseded": 0, "result": settings.summary_key(date)}
-    report["settled_seconds"] = settle(client, settings, date, sleep=sleep)
+    report = {"date": date, "bucket": settings.bucket, "run_id": uuid.uuid4().hex, "rounds": 0,
+              "writes": 0, "superseded": 0, "files_read": 0, "result": settings.summary_key(date)}
+    if key is not None and not settings.full:
+        report["mode"] = "fold"
+        try:
+            report = _fold_one(client, settings, date, key, report, hook)
+            if not reconcile_due(key, report.get("etag", ""), report.get("files") or 0,
+                                 settings.reconcile_files):
+                return report
+            # now and then a fold lists the day too, so a file whose event was lost is not lost
+            report["mode"] = "fold+listing"
+            return _aggregate_listed(client, settings, date, report, hook)
+        except StateUnreadable as exc:
+            report["state_unreadable"] = str(exc)   # recomputed from a listing, below
+    report["mode"] = "listing"
+    report["settled_seconds"], quiet = _settle(client, settings, date, sleep,
+                                               lambda: datetime.now(timezone.utc))
+    return _aggregate_listed(client, settings, date, report, hook, quiet)
 
-    written = None   # the digest of the result this run wrote last (its agg.txt is current)
+
+def reconcile_due(key: str, etag: str, files: int, every: int) -> bool:
+    """Whether this fold also lists the day: with chance min(1, every / files), drawn from the
+    file's (key, ETag), so a retry decides the same. A listing costs about as much as the day has
+    files, so the expected listing work per fold is `every` files' worth whatever the day's size,
+    and a file whose event was lost (the one thing a fold cannot see) is found after about
+    files / every more folds -- on a day of up to `every` files, by the very next one."""
+    if every <= 0:
+        return False
+    if files <= every:
+        return True
+    draw = int(hashlib.sha256(f"{key}\0{etag}".encode("utf-8")).hexdigest()[:8], 16) / 0x1_0000_0000
+    return draw < every / files
+
+
+def _fit(client: Minio, settings: Settings, state: DayState) -> None:
+    """A split day that shrank to one part's size goes back to one inline part."""
+    if not state.inline() and state.file_count() <= agg_state.PART_LIMIT:
+        load_parts(client, settings, state.unloaded())
+        state.collapse()
+
+
+def _fold_one(client: Minio, settings: Settings, date: str, key: str, report: dict,
+              hook: Hook) -> dict:
+    """One file into the result, in requests that do not depend on the day's size."""
     for round_no in range(1, settings.max_rounds + 1):
         report["rounds"] = round_no
-        inputs = list_inputs(client, settings.bucket, date, settings.output_layout)
+        head, head_etag = get_json(client, settings.bucket, settings.summary_key(date))
+        if head is None and head_etag is not None:
+            raise StateUnreadable("summary.json is not JSON")
+        state = load_state(client, settings, head, only_key=key)
+        stored = state.part_for(key).entries.get(key)
+        stat = stat_or_none(client, settings.bucket, key)
+        listed = None if stat is None else Input(key, (stat.etag or "").strip('"'), stat.size or 0,
+                                                 stat.last_modified)
+        report["etag"] = listed.etag if listed else ""
+        hook("listed", round=round_no, inputs=[listed] if listed else [])
+        if (listed is None and stored is None) or \
+                (listed is not None and stored is not None and stored["etag"] == listed.etag):
+            digest = (head or {}).get("input_digest", agg_state.input_digest([]))
+            if head is not None and ensure_text_view(client, settings, digest, date):
+                report["text_rewritten"] = True
+            report.update(outcome="written" if report["writes"] else "up-to-date",
+                          input_digest=digest, files=(head or {}).get("file_count", 0))
+            return report
+        if listed is None:
+            state.remove(key)
+        else:
+            try:
+                entry = read_files(client, settings, [listed.as_json()])[0]
+            except InputChanged:
+                continue
+            state.put(entry)
+            report["files_read"] += 1
+        _fit(client, settings, state)
+        hook("computed", round=round_no, state=state)
+        if result_mark(client, settings, date)[0] != head_etag:
+            continue    # another writer (one without the mutex) wrote meanwhile: fold again
+        hook("before_put", round=round_no, state=state)
+        written, _ = write_result(client, settings, date, state,
+                                  {"run_id": report["run_id"], "files_read": report["files_read"]})
+        report["writes"] += 1
+        report.update(outcome="written", input_digest=written["input_digest"],
+                      files=written["file_count"], max=written["max"],
+                      total_rows=written["total_rows"])
+        return report
+    report["outcome"] = "unsettled"
+    report["message"] = (f"the result kept changing for {settings.max_rounds} rounds; "
+                         "the next aggregation of the day will fold this file in")
+    return report
+
+
+def _head_state(client, settings, date) -> tuple[DayState, dict | None, str | None]:
+    """The current result's state from its head, parts not loaded yet (empty if absent or
+    unreadable), the head and its ETag."""
+    head, etag = get_json(client, settings.bucket, settings.summary_key(date))
+    try:
+        return (DayState.from_head(head) if head else DayState.empty()), head, etag
+    except (KeyError, TypeError, ValueError):
+        return DayState.empty(), None, etag
+
+
+def _dirty_parts(client, settings, state: DayState, inputs: list[Input]):
+    """The parts whose digest differs from the listing's files of their prefix, loaded, and the
+    listed inputs by part. A part with the same digest holds exactly those (key, ETag) pairs, so
+    only the others are read: one part for one new file, whatever the day's size."""
+    by_part: dict[str, list[Input]] = {prefix: [] for prefix in state.parts}
+    for i in inputs:
+        by_part[state.part_for(i.key).prefix].append(i)
+    dirty = [p for p in state.parts.values() if settings.full or
+             p.digest() != input_digest(by_part[p.prefix])]
+    load_parts(client, settings, dirty)
+    return dirty, by_part
+
+
+def _names_a_missing_part(client: Minio, settings: Settings, date: str) -> bool:
+    head, _ = get_json(client, settings.bucket, settings.summary_key(date))
+    return any(stat_or_none(client, settings.bucket, p.get("object") or "") is None
+               for p in (head or {}).get("parts") or [])
+
+
+def _aggregate_listed(client: Minio, settings: Settings, date: str, report: dict,
+                      hook: Hook, listed: list[Input] | None = None) -> dict:
+    written = None   # the digest of the result this run wrote last (its agg.txt is current)
+    broken = False   # the result names a part that is gone: recompute from the files
+    written_etag = None   # of the head this run wrote last: its parts are there
+    for round_no in range(1, settings.max_rounds + 1):
+        report["rounds"] = round_no
+        inputs = listed if round_no == 1 and listed is not None else \
+            list_inputs(client, settings.bucket, date, settings.output_layout)
         digest = input_digest(inputs)
         hook("listed", round=round_no, inputs=inputs)
-        # the current result's digest by a HEAD first: summary.json itself is read only when it
-        # is not already the result of this input set
-        head = result_digest(client, settings, date)
-        if head == digest:
+        # the current result's digest by a HEAD first: the result itself is read only when it is
+        # not already the result of this input set
+        head_etag, head_digest = result_mark(client, settings, date)
+        if head_digest == digest and not broken:
+            if report["writes"] and head_etag != written_etag and not settings.exclusive and \
+                    _names_a_missing_part(client, settings, date):
+                # two writers without the mutex: the other one's head names a part this run
+                # replaced and deleted; the day is recomputed from the files
+                broken = True
+                report["state_unreadable"] = "a part named by the result is missing"
+                continue
             if digest != written and ensure_text_view(client, settings, digest, date):
                 report["text_rewritten"] = True
             report.update(outcome="written" if report["writes"] else "up-to-date",
                           input_digest=digest, files=len(inputs))
             return report
-        current = None if head is None else read_result(client, settings, date)
-        if current is not None and current.get("input_digest") == digest:
+        state, head, read_etag = (DayState.empty(), None, None) if head_etag is None else \
+            _head_state(client, settings, date)
+        if broken:
+            state, head, broken = DayState.empty(), None, False
+        if head is not None and head.get("input_digest") == digest:
             continue   # replaced between the HEAD and the GET: look again
-        if current is not None and supersedes(current, inputs):
+        try:
+            dirty, by_part = _dirty_parts(client, settings, state, inputs)
+        except StateUnreadable:
+            state, head = DayState.empty(), None
+            dirty, by_part = _dirty_parts(client, settings, state, inputs)
+        theirs = [e for p in dirty for e in p.entries.values()]
+        ours = [i for p in dirty for i in by_part[p.prefix]]
+        if head is not None and supersedes(theirs, ours):
             # A newer result exists. Either our listing is already stale (look again), or files
             # the result counted were deleted since (the listing stays the same: recompute).
             report["superseded"] += 1
             if input_digest(list_inputs(client, settings.bucket, date,
                                         settings.output_layout)) != digest:
                 continue
+        todo, kept = [], {}
+        for part in dirty:
+            stored = {} if settings.full else part.entries
+            for i in by_part[part.prefix]:
+                known = stored.get(i.key)
+                if known is not None and known["etag"] == i.etag:
+                    kept[i.key] = known
+                else:
+                    todo.append(i.as_json())
         try:
-            summary = compute_summary(client, settings, date, inputs,
-                                      previous=None if settings.full else current)
+            fresh = {e["key"]: e for e in read_files(client, settings, todo)}
         except InputChanged:
             continue
-        summary["run_id"] = run_id
-        report["files_read"] = report.get("files_read", 0) + summary["files_read"]
-        hook("computed", round=round_no, summary=summary)
+        for part in dirty:
+            state.set_entries(part, {i.key: fresh.get(i.key) or kept[i.key]
+                                     for i in by_part[part.prefix]})
+        report["files_read"] += len(todo)
+        _fit(client, settings, state)
+        hook("computed", round=round_no, state=state)
         # someone may have finished meanwhile: a HEAD tells, the result is read only if it changed
-        if result_digest(client, settings, date) != (current or {}).get("input_digest"):
-            latest = read_result(client, settings, date)
-            if latest is not None and (latest.get("input_digest") == digest
-                                       or supersedes(latest, inputs)):
+        if result_mark(client, settings, date)[0] != read_etag:
+            latest, latest_head, _ = _head_state(client, settings, date)
+            if latest_head is not None and latest_head.get("input_digest") == digest:
                 report["superseded"] += 1
                 continue
-        hook("before_put", round=round_no, summary=summary)
-        write_result(client, settings, summary)
+            if latest_head is not None:
+                try:
+                    load_parts(client, settings, latest.unloaded())
+                except StateUnreadable:
+                    latest = None
+                if latest is not None and supersedes(list(latest.all_entries().values()), inputs):
+                    report["superseded"] += 1
+                    continue
+        hook("before_put", round=round_no, state=state)
+        head, written_etag = write_result(client, settings, date, state,
+                                          {"run_id": report["run_id"], "files_read": len(todo)})
         report["writes"] += 1
         written = digest
-        report.update(max=summary["max"], total_rows=summary["total_rows"])
+        report.update(max=head["max"], total_rows=head["total_rows"])
+        if settings.exclusive:
+            # one writer per date: a file that landed meanwhile has its own run queued behind us
+            report.update(outcome="written", input_digest=digest, files=len(inputs))
+            return report
     report["outcome"] = "unsettled"
     report["message"] = (f"inputs still changing after {settings.max_rounds} rounds; the "
                          "aggregation triggered by the newest file will finish the day")
@@ -517,6 +502,9 @@ def run(date: str, settings: Settings, client: Minio | None = None, hook: Hook |
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="agg.py", description="Aggregate one day of ETL results.")
     parser.add_argument("date", help="YYYYMMDD")
+    parser.add_argument("--key", default=None,
+                        help="fold only this result file into the day's result, without listing "
+                             "the day (the agg Sensor passes the new file's key; needs the mutex)")
     parser.add_argument("--bucket", default=None, help="bucket (default: $ETL_BUCKET or etlproj)")
     parser.add_argument("--settle-seconds", type=float, default=None,
                         help="quiet period before the first listing (default: $AGG_SETTLE_SECONDS "
@@ -526,8 +514,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel file reads (default: $AGG_WORKERS or 16)")
     parser.add_argument("--full", action="store_true", default=None,
-                        help="read every file again instead of reusing the current result's "
-                             "per-file numbers for unchanged files")
+                        help="list the day and read every file again instead of reusing the "
+                             "current result's per-file numbers for unchanged files")
     args = parser.parse_args(argv)
 
     def work() -> int:
@@ -535,7 +523,7 @@ def main(argv: list[str]) -> int:
             settings = settings_from_env(bucket=args.bucket, settle_seconds=args.settle_seconds,
                                          max_rounds=args.max_rounds, workers=args.workers,
                                          full=args.full)
-            report = run(args.date, settings)
+            report = run(args.date, settings, key=args.key or None)
         except AggError as exc:
             failures.fail("agg", str(exc), retryable=False)
             return failures.EXIT_USAGE

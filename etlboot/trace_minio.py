@@ -12,6 +12,7 @@ The store helpers (`MinioStore`) serve the FTP trace too: its outputs are in Min
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -75,6 +76,19 @@ class MinioStore:
             return None
 
 
+def _recorded_etag(store: MinioStore, summary: dict, out_key: str) -> str | None:
+    """The ETag the day's result holds for `out_key`: in summary.json itself (a day of up to 1,000 files), or in
+    the part of the result whose prefix starts the key's sha256 (code/agg_state.py: bigger days are split so)."""
+    inputs = summary.get("inputs") or []
+    parts = summary.get("parts") or []
+    if parts:
+        digest = hashlib.sha256(out_key.encode("utf-8")).hexdigest()
+        ours = [p for p in parts if digest.startswith(str(p.get("prefix", "")))]
+        part = store.json_object(max(ours, key=lambda p: len(p["prefix"]))["object"]) if ours else None
+        inputs = (part or {}).get("inputs") or []
+    return next((i.get("etag") for i in inputs if i.get("key") == out_key), None)
+
+
 def _filter(ctx: Context) -> tuple[str, str]:
     docs = m.render_group("pipeline", m.variables(ctx.settings))
     source = next(d for d in docs if d["kind"] == "EventSource" and d["metadata"]["name"] == ETL_SENSOR)
@@ -134,11 +148,11 @@ def trace_minio(ctx: Context, key: str) -> Journey:
 
 def _aggregation_link(ctx: Context, journey: Journey, store: MinioStore, date: str, out_key: str, etag: str) -> Link:
     summary_key = SUMMARY_KEY.format(date=date)
-    summary = store.json_object(summary_key)
-    inputs = {i.get("key"): i.get("etag") for i in (summary or {}).get("inputs") or []}
-    if inputs.get(out_key) == etag:
-        best = (summary or {}).get("max") or {}
-        return Link("aggregation", True, f"{summary_key} includes it ({len(inputs)} files, "
+    summary = store.json_object(summary_key) or {}
+    if _recorded_etag(store, summary, out_key) == etag:
+        best = summary.get("max") or {}
+        files = summary.get("file_count", len(summary.get("inputs") or []))
+        return Link("aggregation", True, f"{summary_key} includes it ({files} files, "
                     f"{summary.get('total_rows')} rows; top {best.get('name')} {best.get('score')})",
                     at=str(summary.get("generated_at") or ""))
     aggs = [w for w in kube(ctx).list(WORKFLOW_API, "Workflow", ctx.settings.namespace,

@@ -206,7 +206,7 @@ def test_etl_sensor_passes_bucket_and_raw_key():
 def test_agg_sensor_derives_date_from_key(key, date):
     wf = fire(docs_by_kind()[("Sensor", "agg")], agg_event(key))
     params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
-    assert params == {"date": date, "bucket": "etlproj"}
+    assert params == {"date": date, "bucket": "etlproj", "key": key}   # agg.py folds that one file in
     assert wf["spec"]["workflowTemplateRef"]["name"] == "agg"
 
 

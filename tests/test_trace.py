@@ -163,6 +163,8 @@ def reached_the_workflow(world, phase: str, key: str) -> None:
     put(world, key, b"no,name,score\n1,a,1\n")
     published_by_eventsource(world)
     fired(world)
+    # another test's Workflow of that name would keep its creation time (an update): a fresh one is made
+    world.emu.delete_object("Workflow", f"etl-{phase.lower()}", NS)
     workflow(world, phase, key, name=f"etl-{phase.lower()}")
 
 
@@ -212,7 +214,6 @@ def test_wait_follows_the_running_workflow_then_traces_again(stack, key, monkeyp
 
     monkeypatch.setattr(follow, "POLL_SECONDS", 0.1)
     out_key = output_of(key)
-    stack.emu.delete_object("Workflow", "etl-running", NS)   # another test's: an update keeps its creation time
     reached_the_workflow(stack, "Running", key)
 
     def the_workflow_ends():  # what the controller and the ETL do meanwhile
@@ -235,10 +236,34 @@ def test_wait_follows_the_running_workflow_then_traces_again(stack, key, monkeyp
 
 
 def test_wait_is_bounded_and_says_what_still_runs(stack, key):
-    stack.emu.delete_object("Workflow", "etl-running", NS)
     reached_the_workflow(stack, "Running", key)
     try:
         code, out = stack.run("trace", key=key, wait=True, timeout=1)
     finally:
         stack.emu.delete_object("Workflow", "etl-running", NS)
     assert code == 1 and "still in progress after 1s: etl-running" in out
+
+
+def test_a_day_split_into_parts_is_read_through_the_part_of_the_key(stack, key):
+    """A day of more than 1,000 files keeps its per-file rows in parts named by sha256 prefixes (agg_state.py)."""
+    import hashlib
+
+    out_key = output_of(key)
+    reached_the_workflow(stack, "Succeeded", key)
+    put(stack, out_key, parquet(3))
+    etag = s3(stack).stat_object(BUCKET, out_key).etag.strip('"')
+    first = hashlib.sha256(out_key.encode()).hexdigest()[0]
+    other = "0" if first != "0" else "1"
+    put(stack, f"result/20230414/parts/{first}-a.json", json.dumps(
+        {"prefix": first, "inputs": [{"key": out_key, "etag": etag}]}).encode())
+    put(stack, f"result/20230414/parts/{other}-b.json", json.dumps({"prefix": other, "inputs": []}).encode())
+    head = {"date": "20230414", "file_count": 1500, "total_rows": 4500, "max": {"name": "n2", "score": 2},
+            "parts": [{"prefix": first, "object": f"result/20230414/parts/{first}-a.json"},
+                      {"prefix": other, "object": f"result/20230414/parts/{other}-b.json"}]}
+    put(stack, "result/20230414/summary.json", json.dumps(head).encode())
+    code, doc, _ = journey(stack, key)
+    assert code == 0 and doc["ok"], doc
+    assert "includes it (1500 files, 4500 rows" in doc["links"][5]["detail"]
+    put(stack, f"result/20230414/parts/{first}-a.json", json.dumps({"prefix": first, "inputs": []}).encode())
+    code, doc, _ = journey(stack, key)
+    assert doc["broken_at"] == "aggregation"
