@@ -85,29 +85,40 @@ print(status["VmHWM"].split()[0], status["VmPeak"].split()[0])
 # --- parent side ----------------------------------------------------------------------------
 
 
-def generate_csv(path: Path, size_mb: int, seed: int = 7) -> int:
-    """Writes about size_mb MiB of `no,name,score` lines; returns the row count."""
+BAD_SCORES = ("95.5", "n/a", "", "x1")   # decimal, text, empty, text: each a reject of its own
+
+
+def generate_csv(path: Path, size_mb: int, seed: int = 7, bad_percent: float = 0) -> tuple[int, int]:
+    """Writes about size_mb MiB of `no,name,score` lines, bad_percent % of them (at random) with a
+    score from BAD_SCORES; returns (rows, bad rows)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    rng, target, chunk, rows = np.random.default_rng(seed), size_mb * MIB, 1_000_000, 0
+    rng, target, chunk, rows, bad = np.random.default_rng(seed), size_mb * MIB, 1_000_000, 0, 0
     first_names = pa.array([f"name_{i:05d}" for i in range(50_000)] + [f"n{i}" for i in range(5_000)]
                            + [f"a_longer_name_{i}" for i in range(5_000)])
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with open(path, "wb") as fh:
         while fh.tell() < target:
+            score = pa.array(rng.integers(0, 101, chunk, dtype=np.int64))
+            if bad_percent:
+                is_bad = rng.random(chunk) < bad_percent / 100
+                score = pc.if_else(pa.array(is_bad), pc.take(pa.array(BAD_SCORES), pa.array(
+                    rng.integers(0, len(BAD_SCORES), chunk))), pc.cast(score, pa.string()))
             batch = pa.table({
                 "no": pa.array(np.arange(rows + 1, rows + chunk + 1, dtype=np.int64)),
                 "name": pc.take(first_names, pa.array(rng.integers(0, len(first_names), chunk))),
-                "score": pa.array(rng.integers(0, 101, chunk, dtype=np.int64))})
+                "score": score})
             left = target - fh.tell()
             if left < 30 * chunk:   # trim the last chunk to land near the target size
                 batch = batch.slice(0, max(1, left // 22))
+            if bad_percent:
+                bad += int(np.count_nonzero(is_bad[:batch.num_rows]))
             pacsv.write_csv(batch, fh, options)
             rows += batch.num_rows
-    return rows
+    return rows, bad
 
 
 # Allocator settings under which address space (what RLIMIT_AS limits) tracks real memory use
@@ -243,7 +254,7 @@ def load_text() -> str:
 
 def memory_limit_mode(tmp: Path, limit_mib: int, size_mb: int) -> int:
     src = tmp / "big.csv"
-    rows = generate_csv(src, size_mb)
+    rows, _ = generate_csv(src, size_mb)
     print(f"generated {src.stat().st_size / MIB:.0f} MiB, {rows:,} rows; {load_text()}", flush=True)
     runs = {"RLIMIT_AS=%d MiB (glibc malloc)" % limit_mib:
             run_child("ours", src, tmp / "out.parquet", as_limit_mib=limit_mib),
@@ -256,12 +267,26 @@ def memory_limit_mode(tmp: Path, limit_mib: int, size_mb: int) -> int:
     return 0 if all(r.get("rows") == rows for r in runs.values()) else 1
 
 
-def bench_size(tmp: Path, size: int, methods: list[str], rounds: int, quiet_s: float) -> list[dict]:
-    """All rounds of all methods on one generated file; one summary per method."""
+def bad_label(percent: float) -> str:
+    return f"ours {percent:g}% bad"
+
+
+def bench_size(tmp: Path, size: int, methods: list[str], rounds: int, quiet_s: float,
+               bad_percents: list[float] = ()) -> list[dict]:
+    """All rounds of all methods on one generated file (and ours on the files with bad rows, in
+    the same rounds); one summary per method."""
     src = tmp / f"in-{size}.csv"
-    rows = generate_csv(src, size)
+    rows, _ = generate_csv(src, size)
     print(f"\ngenerated {size} MB: {src.stat().st_size / MIB:.0f} MiB, {rows:,} rows", flush=True)
-    active, results = list(methods), []
+    # label -> (method, input, rows the Parquet must hold)
+    inputs = {m: (m, src, rows) for m in methods}
+    for percent in bad_percents:
+        bad_src = tmp / f"in-{size}-bad{percent:g}.csv"
+        bad_rows_total, bad = generate_csv(bad_src, size, bad_percent=percent)
+        inputs[bad_label(percent)] = ("ours", bad_src, bad_rows_total - bad)
+        print(f"generated {size} MB with {percent:g}% bad scores: {bad:,} of {bad_rows_total:,} rows",
+              flush=True)
+    active, results = list(inputs), []
     if "pandas" in active:   # it holds the whole table in memory: run it only where it fits
         need, avail = PANDAS_RSS_PER_INPUT * src.stat().st_size / MIB, _mem_available_mib()
         why = (f"needs ~{need / 1024:.1f} GiB ({PANDAS_RSS_PER_INPUT:g}x the input), "
@@ -275,19 +300,44 @@ def bench_size(tmp: Path, size: int, methods: list[str], rounds: int, quiet_s: f
         order = active[rnd % len(active):] + active[:rnd % len(active)] if active else []
         quiet = wait_quiet(quiet_s)
         print(f"  round {rnd + 1}/{rounds} ({', '.join(order)}); {quiet}{load_text()}", flush=True)
-        for method in order:
+        for label in order:
+            method, path, expected = inputs[label]
             load = os.getloadavg()[0]
-            r = dict(run_child(method, src, tmp / f"out-{method}.parquet"), load=load)
-            if "error" not in r and r["rows"] != rows:
-                raise AssertionError(f"{method} wrote {r['rows']:,} rows to Parquet at {size} MB; "
-                                     f"the input has {rows:,}")
-            print(f"    {method:<7}" + (r["error"] if "error" in r else
+            r = dict(run_child(method, path, tmp / f"out-{method}.parquet"), load=load)
+            if "error" not in r and r["rows"] != expected:
+                raise AssertionError(f"{label} wrote {r['rows']:,} rows to Parquet at {size} MB; "
+                                     f"the input has {expected:,} good rows")
+            print(f"    {label:<7}" + (r["error"] if "error" in r else
                   f"{r['wall']:7.2f} s  {r['peak_rss_mib']:6.0f} MiB  cpu {r['cpu']:6.2f} s  out "
                   f"{r['out_mib']:5.0f} MiB  rows ok  load {load:.2f}  others {r['others']:.2f}"),
                   flush=True)
-            runs[method].append(r)
-    src.unlink()
+            runs[label].append(r)
+    for _, path, _ in inputs.values():
+        path.unlink(missing_ok=True)
     return results + [dict(summarise(runs[m]), size=size, method=m) for m in active]
+
+
+BAD_ROW_TARGETS = {1: 1.2, 10: 1.5}     # the issue's: wall with p% bad rows / wall clean
+
+
+def print_bad_row_targets(results: list[dict], bad_percents: list[float]) -> None:
+    """The issue's targets for bad rows: with 1% and 10% bad rows, <= 1.2x and <= 1.5x the clean run."""
+    for size in sorted({r["size"] for r in results}):
+        got = {r["method"]: r for r in results if r["size"] == size and "error" not in r}
+        if "ours" not in got:
+            continue
+        clean = got["ours"]
+        parts = []
+        for percent in bad_percents:
+            r = got.get(bad_label(percent))
+            if r is None:
+                continue
+            ratio, limit = r["wall"] / clean["wall"], BAD_ROW_TARGETS.get(percent)
+            verdict = "" if limit is None else f" (<= {limit}x: {'met' if ratio <= limit else 'NOT met'})"
+            parts.append(f"{percent:g}% bad {r['wall']:.2f} s = {ratio:.3f}x{verdict}, "
+                         f"RSS {r['peak_rss_mib']:.0f} MiB")
+        if parts:
+            print(f"bad rows at {size} MB vs ours clean {clean['wall']:.2f} s: " + "; ".join(parts))
 
 
 def main() -> int:
@@ -303,9 +353,13 @@ def main() -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help=f"before each round wait up to S seconds for other processes to use "
                              f"at most {BUSY_OTHERS:g} cores (default 0: do not wait)")
+    parser.add_argument("--bad-rows", default="1,10", metavar="PCTS",
+                        help="also run ours on files with these percentages of bad scores, in the "
+                             "same rounds (default 1,10; '' for none)")
     parser.add_argument("--tmpdir", default=None, help="where to write the generated files")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
+    bad_percents = [float(p) for p in args.bad_rows.split(",") if p.strip()]
     if unknown := set(methods) - set(METHODS):
         parser.error(f"unknown methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
 
@@ -317,11 +371,14 @@ def main() -> int:
             return memory_limit_mode(tmp, args.memory_limit_mib, args.limit_size_mb)
         results = []
         for size in (int(s) for s in args.sizes.split(",") if s):
-            results += bench_size(tmp, size, methods, args.rounds, args.wait_quiet)
-        results.sort(key=lambda r: (r["size"], methods.index(r["method"])))
+            results += bench_size(tmp, size, methods, args.rounds, args.wait_quiet,
+                                  bad_percents if "ours" in methods else [])
+        labels = methods + [bad_label(p) for p in bad_percents]
+        results.sort(key=lambda r: (r["size"], labels.index(r["method"])))
         print(f"\nbest of {args.rounds} round(s); {load_text()} at the end")
         print_table(results)
         print_targets(results)
+        print_bad_row_targets(results, bad_percents)
     return 0
 
 

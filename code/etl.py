@@ -1,8 +1,9 @@
 """ETL of one uploaded CSV: `python /code/etl.py BUCKET KEY`.
 
-Downloads `s3://BUCKET/KEY` to a temporary file, converts it with `csv2parquet.convert` (streaming,
-bounded memory) and uploads
-    the Parquet file to  OUTPUT_LAYOUT   (default `output/{date}/{name}.parquet`)
+Reads `s3://BUCKET/KEY` in one streamed GET, converts it as it arrives with
+`csv2parquet.convert_stream` (bounded memory) and uploads
+    the Parquet file to  OUTPUT_LAYOUT   (default `output/{date}/{name}.parquet`; multipart, while
+                                          it is written; it appears last)
     rejected rows to     REJECTS_LAYOUT  (default `rejects/{date}/{name}.csv`, only when there are
                                           any; a stale rejects object from an earlier run is removed)
 and prints one JSON line with the counts (`lines = rows + rejected + blank_lines + header`).
@@ -47,6 +48,7 @@ import string
 import sys
 import tempfile
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from minio import Minio
@@ -54,6 +56,7 @@ from minio.error import S3Error
 
 import csv2parquet
 import failures
+import s3stream
 from failures import Failure
 from s3client import client_from_env
 
@@ -63,6 +66,7 @@ PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 INPUT_PREFIX = "input/"
 SUFFIX = ".csv"
 SOURCE_META = "source-key"        # object metadata of every output: the input it was made from
+PART_SIZE = s3stream.PART_SIZE    # the Parquet's multipart upload
 _DATE_RE = re.compile(r"\d{8}")
 
 
@@ -168,28 +172,36 @@ def check_output_is_ours(client: Minio, bucket: str, out_key: str, source_key: s
 
 
 def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
-    """ETL of s3://bucket/key; returns the summary that main() prints."""
+    """ETL of s3://bucket/key; returns the summary that main() prints.
+
+    Streamed: the input is read in one GET while it is converted, and the Parquet is uploaded
+    (multipart) while it is written, so download, conversion and upload overlap and memory stays
+    flat (s3stream.py). Only the rejects, usually small, go through a temporary file."""
     env = os.environ if env is None else env
     output_layout = layout_from_env("OUTPUT_LAYOUT", DEFAULT_OUTPUT_LAYOUT, env)
     rejects_layout = layout_from_env("REJECTS_LAYOUT", DEFAULT_REJECTS_LAYOUT, env)
     client = client or client_from_env(env)
 
-    with tempfile.TemporaryDirectory(prefix="etl-") as work:
-        src = os.path.join(work, "input.csv")
-        try:
-            stat = client.fget_object(bucket, key, src)
-        except S3Error as exc:
-            raise s3_failure(f"cannot download s3://{bucket}/{key}", exc) from exc
-        date, name = date_and_name(key, stat.last_modified)
+    try:
+        response = client.get_object(bucket, key)
+    except S3Error as exc:
+        raise s3_failure(f"cannot download s3://{bucket}/{key}", exc) from exc
+    try:
+        date, name = date_and_name(key, parsedate_to_datetime(response.headers["Last-Modified"]))
         out_key = output_layout.format(date=date, name=name)
         rejects_key = rejects_layout.format(date=date, name=name)
-
-        parquet = os.path.join(work, "output.parquet")
-        rejects = os.path.join(work, "rejects.csv")
-        result = csv2parquet.convert(src, parquet, rejects, metadata={
-            "source": f"s3://{bucket}/{key}", "source_etag": stat.etag or ""})
-
-        upload_outputs(client, bucket, key, out_key, parquet, rejects_key, rejects if result["rejected"] else None)
+        etag = (response.headers.get("ETag") or "").replace('"', "")
+        try:
+            check_output_is_ours(client, bucket, out_key, key)
+        except S3Error as exc:
+            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
+        with tempfile.TemporaryDirectory(prefix="etl-") as work:
+            rejects = os.path.join(work, "rejects.csv")
+            result = convert_and_upload(client, bucket, key, response, out_key, rejects_key,
+                                        rejects, etag)
+    finally:
+        response.close()
+        response.release_conn()
 
     summary = {
         "bucket": bucket, "key": key, "date": date, "name": name, "output": out_key,
@@ -200,6 +212,40 @@ def run(bucket: str, key: str, client: Minio | None = None, env=None) -> dict:
     if result["empty"]:
         summary["message"] = "input has no data rows: wrote a Parquet file with 0 rows"
     return summary
+
+
+def convert_and_upload(client: Minio, bucket: str, key: str, response, out_key: str,
+                       rejects_key: str, rejects: str, etag: str) -> dict:
+    """Converts the GET's body while the Parquet goes up part by part; the rejects (or the removal
+    of stale ones) go first and the Parquet appears last: its upload is what triggers the
+    aggregation (and what downstream listens for)."""
+    meta = source_metadata(key)
+    download = s3stream.Prefetch(response)
+    upload = s3stream.StreamingUpload(client, bucket, out_key, content_type=PARQUET_CONTENT_TYPE,
+                                      metadata=meta, part_size=PART_SIZE)
+    try:
+        result = csv2parquet.convert_stream(download, upload, rejects, name=f"s3://{bucket}/{key}",
+                                            metadata={"source": f"s3://{bucket}/{key}",
+                                                      "source_etag": etag})
+        try:
+            if result["rejected"]:
+                client.fput_object(bucket, rejects_key, rejects, content_type="text/csv",
+                                   metadata=meta)
+            else:
+                client.remove_object(bucket, rejects_key)
+            upload.complete()
+        except S3Error as exc:
+            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", exc) from exc
+    except BaseException as exc:
+        upload.abort(exc)
+        if isinstance(exc, s3stream.UploadFailed) and isinstance(upload.error, S3Error):
+            raise s3_failure(f"cannot upload to s3://{bucket}/{out_key}", upload.error) from exc
+        if isinstance(exc, s3stream.UploadFailed) and upload.error is not None:
+            raise upload.error from exc
+        raise
+    finally:
+        download.close()
+    return result
 
 
 def main(argv: list[str]) -> int:
