@@ -11,7 +11,7 @@ deliveries and of both ways of signing in: what any earlier setup made goes, and
 from __future__ import annotations
 
 from etlboot.engine import Check, Context, State, Step
-from etlboot.steps import KubeContextStep
+from etlboot.cluster_steps import KubeContextStep
 
 from . import EVENTSOURCE_NAME, S3_SECRET, SNS_SECRET, SQS, SQS_EVENTSOURCE_NAME, SQS_SECRET
 from .roles import ETL_ROLE_OBJECTS, etl_role, eventsource_role

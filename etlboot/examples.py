@@ -39,7 +39,8 @@ class RunResult:
 
 def preflight(ctx: Context, kinds: Iterable[str]) -> None:
     """The configured context, Argo's CRDs and the workflow ServiceAccount are there (else: `invoke up`)."""
-    from .steps import KubeContextStep, kube
+    from .cluster_steps import KubeContextStep
+    from .steps import kube
 
     KubeContextStep().check(ctx)
     k = kube(ctx)

@@ -35,7 +35,7 @@ class PortForward:
         return f"127.0.0.1:{self.local_port}"
 
     def start(self) -> "PortForward":
-        from .steps import check_kube_context
+        from .cluster_steps import check_kube_context
 
         check_kube_context(self.settings)
         kubectl = shell.require("kubectl", self.settings)

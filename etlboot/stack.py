@@ -11,8 +11,9 @@ from . import manifests as m
 from .engine import Context, StepError, Step
 from .kube import sort_for_apply
 from .helm import HelmReleaseStep
-from .steps import (BucketStep, CrdsStep, ImageBuildStep, KubeContextStep, MinikubeStep, MinioEventSourceStep,
-                    NamespaceStep, ObjectStep, ToolsStep, configmap_from_files, kube, secret_object)
+from .cluster_steps import ImageBuildStep, KubeContextStep, MinikubeStep, ToolsStep
+from .steps import (BucketStep, CrdsStep, MinioEventSourceStep, NamespaceStep, ObjectStep, configmap_from_files, kube,
+                    secret_object)
 
 ARGO_EVENTS_CRDS = ["eventbus.argoproj.io", "eventsources.argoproj.io", "sensors.argoproj.io"]
 # every CRD the pinned chart installs (../shared/upstream/argo-workflows-chart-1.0.18-rendered.yaml)

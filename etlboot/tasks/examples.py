@@ -175,7 +175,7 @@ def clean(c, yes=False, dry_run=False, debug=False):
                 yes)
     ctx = make_context(settings, dry_run=dry_run, debug=debug)
     try:
-        from ..steps import KubeContextStep
+        from ..cluster_steps import KubeContextStep
 
         KubeContextStep().check(ctx)
         results = Runner(ctx).down(walkthrough.webhook_steps(ctx))
