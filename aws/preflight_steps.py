@@ -6,7 +6,6 @@ line); `ClusterReadyStep` checks that the namespace the Secrets go to is there. 
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlparse
 
 from etlboot import config
@@ -23,21 +22,11 @@ WEBHOOK_HINT = (f"set SNS_WEBHOOK_URL to the public http(s) address that forward
 
 def settings_problems(settings, need_webhook: bool | None = None) -> list[StepError]:
     """Every setting the aws tasks need that is missing or unusable: all of them, so that one run names
-    each one (the same rules as `config.require_aws`, which stops at the first). The webhook address is
-    needed only by the sns-webhook delivery (`need_webhook=None`: as AWS_DELIVERY says)."""
-    v = settings.values
+    each one (`config.aws_problems`, of which `config.require_aws` raises the first). The webhook address
+    is needed only by the sns-webhook delivery (`need_webhook=None`: as AWS_DELIVERY says)."""
     if need_webhook is None:
         need_webhook = needs_webhook(settings)
-    problems = []
-    if not v["AWS_REGION"]:
-        problems.append(StepError("AWS_REGION is not set: the aws tasks never guess a region",
-                                  hint="set AWS_REGION, e.g. eu-west-1"))
-    if not v["AWS_PROFILE"] and not (os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")):
-        problems.append(StepError("AWS_PROFILE is not set and no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the "
-                                  "environment", hint="set AWS_PROFILE, or export the two keys"))
-    if not v["AWS_BUCKET"]:
-        problems.append(StepError("AWS_BUCKET is not set (S3 bucket names are global: pick your own)",
-                                  hint="set AWS_BUCKET"))
+    problems = [StepError(problem, hint=fix) for problem, fix in config.aws_problems(settings)]
     if need_webhook:
         try:
             config.require_public_webhook(settings)

@@ -354,15 +354,26 @@ def _check_combinations(settings: Settings) -> None:
             raise ConfigError("ETL_IMAGE must be set when CLUSTER=existing (no minikube to build the image in)")
 
 
-def require_aws(settings: Settings) -> None:
-    """AWS tasks refuse to run without an explicit region and credentials source."""
+def aws_problems(settings: Settings) -> list[tuple[str, str]]:
+    """(problem, what to do) for each of the settings every aws task needs that is missing: an explicit
+    region, a credentials source and the bucket."""
+    problems = []
     if not settings.values["AWS_REGION"]:
-        raise ConfigError("AWS_REGION is not set: the aws tasks never guess a region")
+        problems.append(("AWS_REGION is not set: the aws tasks never guess a region", "set AWS_REGION, e.g. eu-west-1"))
     has_keys = os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not settings.values["AWS_PROFILE"] and not has_keys:
-        raise ConfigError("AWS_PROFILE is not set and no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+        problems.append(("AWS_PROFILE is not set and no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment",
+                         "set AWS_PROFILE, or export the two keys"))
     if not settings.values["AWS_BUCKET"]:
-        raise ConfigError("AWS_BUCKET is not set (S3 bucket names are global: pick your own)")
+        problems.append(("AWS_BUCKET is not set (S3 bucket names are global: pick your own)", "set AWS_BUCKET"))
+    return problems
+
+
+def require_aws(settings: Settings) -> None:
+    """AWS tasks refuse to run without an explicit region, credentials source and bucket (the first missing)."""
+    problems = aws_problems(settings)
+    if problems:
+        raise ConfigError(problems[0][0])
 
 
 def require_public_webhook(settings: Settings) -> str:
