@@ -126,6 +126,10 @@ def test_ftp_demo_uploads_in_cluster_and_verifies_parquet(world, capsys):
     manifest = json.loads(world.emu.get("ConfigMap", "ftp-demo-files", "argo-etl")["data"]["manifest.json"])
     assert sorted(manifest.values()) == ["/20230414/1.csv", "/20230414/2.csv", "/20230414/3.csv"]
     assert world.ftp_env["FTP_PASSWORD"] not in out
+    # `invoke trace` starts from the last path sent, as an FTP path
+    from etlboot import config
+    from etlboot.demo import last_upload
+    assert last_upload(config.load(world.env_file)) == ("ftp", "/20230414/3.csv")
 
 
 def test_ftp_demo_without_workflows_fails_after_a_bounded_wait(world, capsys):

@@ -203,6 +203,9 @@ def test_demo_upload_fails_when_the_output_is_wrong_or_missing(aws_env, admin, m
     assert "s3-etl-x7k2p: Failed  child failed" in out.getvalue()
     uploaded = [o["Key"] for o in admin.s3.list_objects_v2(Bucket=bucket, Prefix="input/demo/")["Contents"]]
     assert marks and any(marks[0] in key for key in uploaded)
+    from etlboot.demo import last_upload   # `invoke trace` starts from the last key sent, as an S3 key
+    target, last = last_upload(load())
+    assert target == "aws" and last in uploaded and marks[0] in last
 
 
 def deliveries(webhook, key: str) -> dict[str, dict]:
