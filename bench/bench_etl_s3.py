@@ -1,15 +1,17 @@
-"""code/etl.py end to end against an S3 server (moto, on loopback) vs the local conversion, side by side.
+"""code/etl.py end to end against an S3 server on loopback vs the local conversion, side by side.
 
-    .venv/bin/python bench/bench_etl_s3.py                   # 300 and 1024 MB, 3 rounds
+    .venv/bin/python bench/bench_etl_s3.py                   # 300 and 1024 MB, 3 rounds, moto
     .venv/bin/python bench/bench_etl_s3.py --sizes 100 --rounds 1
+    .venv/bin/python bench/bench_etl_s3.py --server s3rver   # s3rver (npm; see bench_agg.py)
 
 Measured as bench_etl.py measures (whole fresh processes, wall from spawn to reap, the child's own
 VmHWM): `ours` is the local `csv2parquet.convert` of the generated file; `etl.py` is the program as
 a pod runs it (`etl.main([BUCKET, KEY])`): one streamed GET of the input, the conversion, the
 Parquet uploaded in parts while it is written, the rejects, the summary line. The issue's target:
-etl.py <= 1.2x the local conversion, memory still flat. moto's server runs in its own process and
-receives the whole upload; its CPU counts in `others` (the cores other processes used), so on a
-machine of 2 cores the ratio includes the server's share of the CPU, as it would not in a cluster.
+etl.py <= 1.2x the local conversion, memory still flat. The server (moto's, or s3rver: a Node.js
+server that serves requests concurrently, as MinIO does) runs in its own process and receives the
+whole upload; its CPU counts in `others` (the cores other processes used), so on a machine of 2 cores
+the ratio includes the server's share of the CPU, as it would not in a cluster.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_agg  # noqa: E402 - its S3 servers
 import bench_etl  # noqa: E402 - the shared measuring code
 
 ROOT = bench_etl.ROOT
@@ -113,19 +116,27 @@ def main() -> int:
     parser.add_argument("--sizes", default="300,1024", help="CSV sizes in MB, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tmpdir", default=None)
+    parser.add_argument("--server", choices=("moto", "s3rver"), default="moto")
     args = parser.parse_args()
     from minio import Minio
 
-    moto, endpoint = start_moto()
+    data_dir = tempfile.TemporaryDirectory(prefix="bench-etl-s3-server-", dir=args.tmpdir)
+    if args.server == "moto":
+        moto, endpoint = start_moto()
+        keys = ("AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+    else:
+        port = free_port()
+        moto, endpoint = bench_agg.start_server("s3rver", port, data_dir.name), f"127.0.0.1:{port}"
+        keys = ("S3RVER", "S3RVER")   # s3rver's fixed credentials
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "OUTPUT_", "REJECTS_"))}
-        env.update(S3_ENDPOINT=endpoint, S3_ACCESS_KEY="AK" + secrets.token_hex(8).upper(),
-                   S3_SECRET_KEY=secrets.token_urlsafe(30), S3_SECURE="false", S3_REGION="us-east-1")
+        env.update(S3_ENDPOINT=endpoint, S3_ACCESS_KEY=keys[0], S3_SECRET_KEY=keys[1], S3_SECURE="false",
+                   S3_REGION="us-east-1")
         client = Minio(endpoint, access_key=env["S3_ACCESS_KEY"], secret_key=env["S3_SECRET_KEY"],
                        secure=False, region="us-east-1")
         bucket = "bench-etl"
         client.make_bucket(bucket)
-        print(f"machine: {bench_etl.CPUS} CPUs; moto at {endpoint}; {bench_etl.load_text()}", flush=True)
+        print(f"machine: {bench_etl.CPUS} CPUs; {args.server} at {endpoint}; {bench_etl.load_text()}", flush=True)
         table = []
         with tempfile.TemporaryDirectory(prefix="bench-etl-s3-", dir=args.tmpdir) as tmp:
             for size in (int(s) for s in args.sizes.split(",") if s):
@@ -145,6 +156,7 @@ def main() -> int:
     finally:
         moto.terminate()
         moto.wait(timeout=30)
+        data_dir.cleanup()
     return 0
 
 
