@@ -35,23 +35,35 @@ written only when there is at least one reject. The text of a row rejected for i
 written back as CSV (fields holding a comma quoted).
 
 How it streams (bench/bench_etl.py measures every choice): the calling thread reads the input in
-blocks of `block_size` bytes cut at line ends (csv2parquet_pieces.py); two worker threads parse the
-blocks at the same time, each on its own, so the rows keep their exact line numbers whatever order the
-blocks finish in; each block is checked with a few fast passes over its bytes, parsed by Arrow and
-cast to int64 in one go, and only a block where that fails is split into lines (a line Arrow must
-not see) or cast with masks (a value that is not an integer), csv2parquet_parse.py. The calling thread takes the results in file order and writes the good rows
-to a `ParquetWriter` in row groups of `row_group_rows`, and the rejects in line order. Memory is
-bounded by a few blocks plus one row group, whatever the file size. `arrow_bytes_high_water` in the
-result is the most Arrow memory seen in use (sampled after every block), which shows that bound.
+blocks of `block_size` bytes cut at line ends (csv2parquet_pieces.py; read straight into each
+block's buffer); two worker threads parse the blocks at the same time, each on its own, so the rows
+keep their exact line numbers whatever order the blocks finish in; each block is checked with a few
+fast passes over its bytes, parsed by Arrow and cast to int64 in one go, and only a block where
+that fails is split into lines (a line Arrow must not see) or cast with masks (a value that is not
+an integer), csv2parquet_parse.py, which also builds each reject's line of the rejects CSV but its
+line number. The calling thread takes the results in file order, writes the rejects in line order
+and cuts the good rows into row groups of `row_group_rows`, which a writer thread of their own
+writes to a `ParquetWriter` one at a time, so that reading, parsing and writing overlap. Memory
+is bounded by a few blocks plus two row groups, whatever the file size. `arrow_bytes_high_water`
+in the result is the most Arrow memory seen in use (sampled after every block), which shows that
+bound.
+
+A conversion that fails (a ConvertError, or an error writing the Parquet such as a full disk)
+raises that one error and leaves no output claimed as done: the rejects file is removed, and so is
+the Parquet file when `parquet` is a path (a writable is left to its caller, as etl.py aborts its
+upload); no row group is written after the error.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import csv
+import ctypes
 import json
 import os
+import queue
 import sys
+import threading
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -68,7 +80,10 @@ LONGEST_LINE_BYTES = 512 << 10        # the longest line converted (see max_line
 DEFAULT_ROW_GROUP_ROWS = 1 << 19      # rows per Parquet row group
 DEFAULT_COMPRESSION = "snappy"
 PARSE_THREADS = 2
-_BLOCKS_AHEAD = 1                     # blocks read beyond the ones being parsed: bounds memory
+# Blocks read beyond the ones being parsed: with the writer on its own thread, none ahead costs
+# no wall time and peaks ~15 MiB lower than one (bench/bench_etl.py, 1 GB).
+_BLOCKS_AHEAD = 0
+_GROUPS_IN_WRITER = 1                 # row groups handed to the writer thread at a time: bounds memory
 
 
 def max_line_bytes(block_size: int) -> int:
@@ -95,6 +110,36 @@ def conversion_memory_pool() -> pa.MemoryPool:
         except (NotImplementedError, pa.ArrowNotImplementedError):
             pass
     return pa.default_memory_pool()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3    # glibc's mallopt() parameters
+_MALLOC_KEEPS = 64 << 20
+
+
+def reuse_freed_blocks() -> None:
+    """Makes glibc's malloc keep the memory of freed blocks for the next ones, when it is glibc.
+    A block's buffer (and a parse thread's copy of a column's characters) is a few MiB, which
+    glibc maps afresh and unmaps when freed (its dynamic threshold stays below such sizes while
+    they are freed as fast as they come), so every page of every block was a page fault: 280 k
+    faults and ~1 s of system time per GB. Served from the heap instead (freed memory kept up to
+    64 MiB), 75-120 k faults, ~0.5 s less system time, and 1 GB in 3.23 s instead of 3.49 s
+    side by side, the peak RSS within 7 MiB. Process-wide, like the memory pool;
+    MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_, when set, win."""
+    global _malloc_tuned
+    if _malloc_tuned or os.environ.get("MALLOC_MMAP_THRESHOLD_") \
+            or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return
+    _malloc_tuned = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):     # not glibc (musl, macOS): nothing to tune
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, _MALLOC_KEEPS)
+    mallopt(_M_TRIM_THRESHOLD, _MALLOC_KEEPS)
+
+
+_malloc_tuned = False
 
 
 def skip_pandas_in_pyarrow() -> None:
@@ -149,6 +194,7 @@ def convert_stream(src: BinaryIO, parquet, rejects_path: str, *, name: str = "in
     the Parquet is written to it as it is made, so it can be uploaded while the input is still
     being read). `name` names the input in errors."""
     pool = conversion_memory_pool()
+    reuse_freed_blocks()
     skip_pandas_in_pyarrow()
     schema = SCHEMA.with_metadata(metadata) if metadata else SCHEMA
     rejects = _RejectsWriter(rejects_path)
@@ -159,41 +205,39 @@ def convert_stream(src: BinaryIO, parquet, rejects_path: str, *, name: str = "in
     # dictionary per column chunk doubled the write time in bench/bench_etl.py. The integers are
     # delta-encoded instead: same CPU, and a file ~45% smaller than plain encoding (all common
     # Parquet readers, pandas, DuckDB and Spark included, read DELTA_BINARY_PACKED). Statistics
-    # (min/max) are kept for every column: they cost ~3% of the write and let readers skip row groups.
+    # (min/max) are written for `no` and `score`, which let readers skip row groups (a range of `no`,
+    # a score threshold), and not for `name`: a row group of 512 Ki unsorted names spans nearly the
+    # whole alphabet, so its min/max skips nothing, and computing them was ~12 % of the write (0.21 s
+    # vs 0.185 s per 100 MB of CSV), the longest single-threaded step.
     encoding = None if use_dictionary else {c: "DELTA_BINARY_PACKED" for c in INTEGER_COLUMNS}
+    groups = None
     try:
-        with pq.ParquetWriter(parquet, schema, compression=compression,
-                              use_dictionary=use_dictionary, column_encoding=encoding,
-                              memory_pool=pool) as writer:
-            pending: list[pa.Table] = []
-            pending_rows = 0
-            for piece in _parsed_in_order(reader, block_size, pool, max(threads, 1), name):
-                rejects.add(piece.rejects, stats["lines"])
-                stats["lines"] += piece.lines
-                stats["blank_lines"] += piece.blank_lines
-                stats["header"] += piece.header
-                stats["batches"] += 1
-                stats["slow_batches"] += piece.slow
-                stats["repaired_batches"] += piece.repaired
-                if piece.table.num_rows:
-                    pending.append(piece.table)
-                    pending_rows += piece.table.num_rows
-                    stats["rows"] += piece.table.num_rows
-                high_water = max(high_water, pool.bytes_allocated())
-                if pending_rows >= row_group_rows:
-                    # whole row groups of row_group_rows; the rest waits for the next pieces
-                    table = pa.concat_tables(pending)
-                    groups = pending_rows // row_group_rows
-                    writer.write_table(table.slice(0, groups * row_group_rows),
-                                       row_group_size=row_group_rows)
-                    stats["row_groups"] += groups
-                    rest = table.slice(groups * row_group_rows)
-                    pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
-            if pending_rows:
-                writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
-                stats["row_groups"] += 1
-    finally:
-        rejects.close()
+        groups = _RowGroupWriter(pq.ParquetWriter(
+            parquet, schema, compression=compression, use_dictionary=use_dictionary,
+            column_encoding=encoding, write_statistics=list(INTEGER_COLUMNS), memory_pool=pool),
+            row_group_rows)
+        for piece in _parsed_in_order(reader, block_size, pool, max(threads, 1), name):
+            rejects.add(piece, stats["lines"])
+            stats["lines"] += piece.lines
+            stats["blank_lines"] += piece.blank_lines
+            stats["header"] += piece.header
+            stats["batches"] += 1
+            stats["slow_batches"] += piece.slow
+            stats["repaired_batches"] += piece.repaired
+            if piece.table.num_rows:
+                groups.add(piece.table)
+                stats["rows"] += piece.table.num_rows
+            high_water = max(high_water, pool.bytes_allocated())
+        groups.finish()
+    except BaseException:
+        if groups is not None:
+            groups.abandon()
+        rejects.discard()
+        if isinstance(parquet, (str, os.PathLike)):
+            _remove(parquet)
+        raise
+    rejects.close()
+    stats["row_groups"] = groups.written
 
     return {
         "lines": stats["lines"],
@@ -238,6 +282,101 @@ def _result(future, name: str) -> parse.ParsedPiece:
         raise ConvertError(f"cannot parse {name}: {type(exc).__name__}: {exc}") from exc
 
 
+# --- the Parquet, written on a thread of its own ----------------------------------------------
+
+
+class _RowGroupWriter:
+    """Cuts the good rows into row groups of `row_group_rows` and writes them on a thread of its
+    own, so that encoding and compressing (write_table releases the GIL) overlap reading and
+    parsing. At most _GROUPS_IN_WRITER row groups are handed to it at a time (a next one waits
+    until one is written): memory stays bounded, one row group above writing in line. The first error
+    of the writer thread is raised by the next `add` or by `finish`, once; nothing more is
+    written after it."""
+
+    def __init__(self, writer: pq.ParquetWriter, row_group_rows: int):
+        self._writer = writer
+        self._rows_per_group = row_group_rows
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._room = threading.Semaphore(_GROUPS_IN_WRITER)
+        self._error: BaseException | None = None
+        self._stop = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="csv2parquet-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, table: pa.Table) -> None:
+        self._raise_error()
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._rows_per_group:
+            # whole row groups of row_group_rows; the rest waits for the next tables
+            whole = pa.concat_tables(self._pending)
+            size = self._rows_per_group
+            groups = self._pending_rows // size
+            for i in range(groups):
+                self._hand_over(whole.slice(i * size, size), size)
+            self.written += groups
+            rest = whole.slice(groups * size)
+            self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def finish(self) -> None:
+        """Writes the last (short) row group and the footer; raises the writer thread's error."""
+        self._raise_error()
+        if self._pending_rows:
+            self._hand_over(pa.concat_tables(self._pending), self._pending_rows)
+            self.written += 1
+        self._pending = []
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+        self._writer.close()
+
+    def abandon(self) -> None:
+        """Stops the writer thread after an error (its own or the caller's) and releases the sink
+        without raising again."""
+        self._stop = True
+        self._pending = []
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self._writer.close()
+        except Exception:      # the sink may be what failed; the first error is the one raised
+            pass
+
+    def _hand_over(self, table: pa.Table, rows: int) -> None:
+        self._room.acquire()
+        self._raise_error()
+        self._queue.put((table, rows))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if not self._stop and self._error is None:
+                try:
+                    self._writer.write_table(item[0], row_group_size=item[1])
+                except BaseException as exc:    # raised on the calling thread
+                    self._error = exc
+            del item
+            self._room.release()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._stop = True
+            raise error
+
+
+def _remove(path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 # --- rejects -----------------------------------------------------------------------------------
 
 
@@ -250,23 +389,26 @@ class _RejectsWriter:
         self.count = 0
         self._fh = None
 
-    def add(self, rejects: pa.Table, first_line_offset: int) -> None:
-        if not rejects.num_rows:
+    def add(self, piece: parse.ParsedPiece, first_line_offset: int) -> None:
+        if not piece.rejects.num_rows:
             return
         if self._fh is None:
             self._fh = open(self.path, "wb")
             self._fh.write(b"line,reason,text\n")
-        if first_line_offset:
-            lines = pa.compute.add(rejects["line"], first_line_offset)
-            rejects = rejects.set_column(0, "line", lines)
-        self._fh.write(parse.csv_lines(rejects))
-        self.count += rejects.num_rows
+        self._fh.write(parse.csv_lines(piece.rejects, first_line_offset, piece.reject_tails))
+        self.count += piece.rejects.num_rows
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
         elif os.path.exists(self.path):
             os.remove(self.path)
+
+    def discard(self) -> None:
+        """After a failed conversion: no rejects file, not even a partial one."""
+        if self._fh is not None:
+            self._fh.close()
+        _remove(self.path)
 
 
 def read_rejects(path: str) -> list[dict[str, str]]:

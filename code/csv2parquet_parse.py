@@ -30,6 +30,8 @@ _LONG_INT = r"^-?[0-9]{19,}$"
 # printable ASCII but ' and \: repr() of such a text is the text in single quotes
 _REPR_IS_QUOTED = r"^[\x20-\x26\x28-\x5b\x5d-\x7e]*$"
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_PROBE_ROWS = 4096
+_REPR_IS_QUOTED_BYTES = bytes(range(0x20, 0x27)) + bytes(range(0x28, 0x5c)) + bytes(range(0x5d, 0x7f))
 
 _PARSE_OPTIONS = dict(quote_char='"', double_quote=True,
                       # scrub() serves only lines whose quotes close on the line
@@ -46,6 +48,9 @@ class ParsedPiece:
     header: bool
     slow: bool                # parsed twice (a value that is not a plain int64)
     repaired: bool            # split into lines (scrub's repair path)
+    # `,reason,text\n` of every reject, CSV-quoted (csv_tails): built here, on a parse thread, so
+    # that the thread writing the rejects in order only puts the line numbers in front
+    reject_tails: pa.Array | None = None
 
 
 def parse_piece(piece: pieces.Piece, max_line: int, pool: pa.MemoryPool) -> ParsedPiece:
@@ -55,7 +60,10 @@ def parse_piece(piece: pieces.Piece, max_line: int, pool: pa.MemoryPool) -> Pars
         # Arrow reads an empty line as a row of empty fields, like `,,`: served as one space, it
         # is a skipped row, counted blank. Only a piece with an empty `no` can hold one.
         table, skipped = _read(scrubbed.with_empty_lines_marked(), pool)
-    return _sort_out(table, skipped, scrubbed, piece.first, pool)
+    parsed = _sort_out(table, skipped, scrubbed, piece.first, pool)
+    if parsed.rejects.num_rows:
+        parsed.reject_tails = csv_tails(parsed.rejects)
+    return parsed
 
 
 def _read(data: bytes, pool) -> tuple[pa.Table, list[tuple[int, str]]]:
@@ -128,6 +136,10 @@ def _cast_whole(column: pa.ChunkedArray, pool) -> pa.ChunkedArray | None:
     if _may_hold_hex(column):    # Arrow's cast reads 0x10 as 16; not an integer here (nor for pandas)
         return None
     try:
+        if len(column) > 2 * _PROBE_ROWS:
+            # A failed cast reads the whole column before it fails: a column with bad values
+            # (nearly always one among its first rows) is found by casting those first.
+            pc.cast(column.slice(0, _PROBE_ROWS), pa.int64(), memory_pool=pool)
         return pc.cast(column, pa.int64(), memory_pool=pool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
@@ -226,23 +238,28 @@ def cast_ints_masked(table: pa.Table, ints: dict, line_numbers: np.ndarray, head
 
 def _cast_column(column: pa.Array, name: str, dropped: np.ndarray, pool):
     """(int64 values, the rows newly rejected, their reasons) for one column. A row already in
-    `dropped` is not rejected again. The values of rejected rows are 0 (the rows are dropped)."""
+    `dropped` is not rejected again. The values of rejected rows are null (the rows are
+    dropped)."""
     # plain: only ASCII digits, at most 18 (always in int64): nearly every row, found by two
     # cheap kernels (a regular expression over the column cost 8x as much)
     plain = pc.and_(pc.ascii_is_decimal(column, memory_pool=pool),
                     pa.array(_lengths(column) <= 18), memory_pool=pool)
-    values = pc.cast(_only_where(column, plain), pa.int64(), memory_pool=pool).fill_null(0)
+    values = pc.cast(_only_where(column, plain), pa.int64(), memory_pool=pool)
     other = np.flatnonzero(~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool))
     if len(other) == 0:
         return values, other, pa.array([], pa.string())
     raw = column.take(pa.array(other))
     # Surrounding spaces are ignored and a + accepted (the docstring of csv2parquet.py).
     text = pc.utf8_trim_whitespace(raw, memory_pool=pool)
-    text = pc.replace_substring_regex(text, r"^\+", "", memory_pool=pool)
+    if _holds(text, b"+"):
+        text = pc.replace_substring_regex(text, r"^\+", "", memory_pool=pool)
     ok = np.asarray(pc.match_substring_regex(text, _PLAIN_INT).to_numpy(zero_copy_only=False),
                     dtype=bool)
-    long_int = np.asarray(pc.match_substring_regex(text, _LONG_INT).to_numpy(
-        zero_copy_only=False), dtype=bool)
+    if len(text) and _lengths(text).max() >= 19:
+        long_int = np.asarray(pc.match_substring_regex(text, _LONG_INT).to_numpy(
+            zero_copy_only=False), dtype=bool)
+    else:
+        long_int = np.zeros(len(text), dtype=bool)
     at = [other[ok]]
     fixed = [pc.cast(text.filter(pa.array(ok)), pa.int64(), memory_pool=pool).to_numpy()]
     for i in np.flatnonzero(long_int):     # 19+ digits: rare, and int() is exact
@@ -252,7 +269,7 @@ def _cast_column(column: pa.Array, name: str, dropped: np.ndarray, pool):
             fixed.append(np.array([v], dtype=np.int64))
             ok[i] = True
     if ok.any():
-        filled = values.to_numpy().copy()
+        filled = values.fill_null(0).to_numpy().copy()
         filled[np.concatenate(at)] = np.concatenate(fixed)
         values = pa.array(filled, pa.int64())
     rejected = ~ok & ~dropped[other]
@@ -272,12 +289,21 @@ def _only_where(column: pa.Array, keep: pa.BooleanArray) -> pa.Array:
     return pc.if_else(keep, column, pa.scalar(None, pa.string()))
 
 
-def _quote_where(column: pa.Array, needs: pa.BooleanArray, line_end: str = "") -> pa.Array:
-    """The rows in `needs` quoted ("" for a quote inside), CSV style; `line_end` appended to all."""
-    if not pc.any(needs).as_py():
+def _holds(column: pa.Array, char: bytes) -> bool:
+    """Whether any string of `column` may hold `char`: one byte search (memchr) over its
+    characters, instead of a search in every row, which is needed only when this says yes."""
+    chars = column.buffers()[2] if len(column) else None
+    return chars is not None and chars.to_pybytes().find(char) >= 0
+
+
+def _quote_where(column: pa.Array, needs: pa.BooleanArray | None,
+                 line_end: str = "") -> pa.Array:
+    """The rows in `needs` quoted ("" for a quote inside), CSV style; `line_end` appended to all.
+    `needs` None: no row."""
+    if needs is None or not pc.any(needs).as_py():
         return pc.binary_join_element_wise(column, "", line_end) if line_end else column
     inner = column
-    if pc.any(pc.match_substring(column, '"')).as_py():
+    if _holds(column, b'"') and pc.any(pc.match_substring(column, '"')).as_py():
         inner = pc.replace_substring(column, '"', '""')
     quoted = pc.binary_join_element_wise('"', inner, '"' + line_end, "")
     if pc.all(needs).as_py():
@@ -289,38 +315,72 @@ def _quote_where(column: pa.Array, needs: pa.BooleanArray, line_end: str = "") -
 def _reasons(name: str, text: pa.Array, long_int: np.ndarray) -> pa.Array:
     """`{name} is empty`, `... is out of the int64 range: {text!r}` or `... is not an integer:
     {text!r}`, built with Arrow's kernels; repr() in Python only for texts it would escape."""
-    simple = np.asarray(pc.match_substring_regex(text, _REPR_IS_QUOTED).to_numpy(
-        zero_copy_only=False), dtype=bool)
-    quoted = pc.binary_join_element_wise("'", text, "'", "")
-    if not simple.all():
-        py = quoted.to_pylist()
-        for i in np.flatnonzero(~simple):
-            py[i] = repr(text[int(i)].as_py())
-        quoted = pa.array(py, pa.string())
-    kind = pc.if_else(pa.array(long_int), pa.scalar(f"{name} is out of the int64 range: "),
-                      pa.scalar(f"{name} is not an integer: "))
-    reasons = pc.binary_join_element_wise(kind, quoted, "")
+    kind = (pc.if_else(pa.array(long_int), pa.scalar(f"{name} is out of the int64 range: "),
+                       pa.scalar(f"{name} is not an integer: "))
+            if long_int.any() else f"{name} is not an integer: ")
+    chars = text.buffers()[2] if len(text) else None
+    if chars is None or not chars.to_pybytes().translate(None, _REPR_IS_QUOTED_BYTES):
+        # every text is printable ASCII without ' or \ (one pass over the bytes, no regex)
+        reasons = pc.binary_join_element_wise(kind, "'", text, "'", "")
+    else:
+        simple = np.asarray(pc.match_substring_regex(text, _REPR_IS_QUOTED).to_numpy(
+            zero_copy_only=False), dtype=bool)
+        quoted = pc.binary_join_element_wise("'", text, "'", "")
+        if not simple.all():
+            py = quoted.to_pylist()
+            for i in np.flatnonzero(~simple):
+                py[i] = repr(text[int(i)].as_py())
+            quoted = pa.array(py, pa.string())
+        reasons = pc.binary_join_element_wise(kind, quoted, "")
+    if not (_lengths(text) == 0).any():
+        return reasons
     return pc.if_else(pc.equal(text, ""), pa.scalar(f"{name} is empty"), reasons)
 
 
 def _row_texts(columns: list[pa.Array]) -> pa.Array:
     """Each row written back as CSV; a field holding a comma (or starting with a quote) quoted."""
-    fields = [_quote_where(column, pc.or_(pc.match_substring(column, ","),
-                                          pc.starts_with(column, '"')))
-              for column in columns]
+    fields = []
+    for column in columns:
+        comma, quote = _holds(column, b","), _holds(column, b'"')
+        if comma and quote:
+            needs = pc.or_(pc.match_substring(column, ","), pc.starts_with(column, '"'))
+        else:     # a piece without quotes (nearly all) has no comma in a field either
+            needs = (pc.match_substring(column, ",") if comma else
+                     pc.starts_with(column, '"') if quote else None)
+        fields.append(_quote_where(column, needs))
     return pc.binary_join_element_wise(*fields, ",")
 
 
-def csv_lines(rejects: pa.Table) -> bytes:
-    """`line,reason,text` lines of a rejects table, quoted as Python's csv module quotes (a field
-    holding , or " in quotes, quotes doubled), built with Arrow's string kernels."""
-    fields = [pc.cast(rejects["line"], pa.string())]
+def _needs_quotes(column: pa.Array) -> pa.BooleanArray | None:
+    """The rows holding , or " (None: no row does)."""
+    comma, quote = _holds(column, b","), _holds(column, b'"')
+    if comma and quote:
+        return pc.or_(pc.match_substring(column, ","), pc.match_substring(column, '"'))
+    return (pc.match_substring(column, ",") if comma else
+            pc.match_substring(column, '"') if quote else None)
+
+
+def csv_tails(rejects: pa.Table) -> pa.Array:
+    """`,reason,text\n` of every reject: its line of the rejects CSV but the line number."""
+    fields = []
     for name in ("reason", "text"):
         column = rejects[name].combine_chunks()
         # a reason or a line never holds CR or LF (repr() escapes them; a line ends at them)
-        needs = pc.or_(pc.match_substring(column, ","), pc.match_substring(column, '"'))
-        fields.append(_quote_where(column, needs, "\n" if name == "text" else ""))
-    joined = pc.binary_join_element_wise(*fields, ",")
+        fields.append(_quote_where(column, _needs_quotes(column), "\n" if name == "text" else ""))
+    return pc.binary_join_element_wise(*fields, ",")
+
+
+def csv_lines(rejects: pa.Table, first_line: int = 0,
+              tails: pa.Array | None = None) -> bytes:
+    """`line,reason,text` lines of a rejects table (its line numbers plus `first_line`), quoted
+    as Python's csv module quotes (a field holding , or " in quotes, quotes doubled), built with
+    Arrow's string kernels. `tails`: csv_tails(rejects), when made already."""
+    lines = rejects["line"]
+    if first_line:
+        lines = pc.add(lines, first_line)
+    if tails is None:
+        tails = csv_tails(rejects)
+    joined = pc.binary_join_element_wise(pc.cast(lines, pa.string()), tails, ",")
     return b"".join(chunk.buffers()[2].to_pybytes()[_span(chunk)] for chunk in
                     (joined.chunks if isinstance(joined, pa.ChunkedArray) else [joined])
                     if len(chunk))

@@ -56,7 +56,7 @@ class Piece:
     """Whole lines of the input. `first`: it starts the file (a BOM there is skipped). `flagged` is
     set when the piece is already scrubbed: a line too long to hold, served as the placeholder."""
 
-    data: bytes
+    data: bytes | bytearray
     first: bool = False
     flagged: list[tuple[str, str]] | None = None
 
@@ -108,9 +108,7 @@ class PieceReader:
         target = max(self._block_size, self.max_line + 1)
         carry = b""
         while True:
-            data = carry
-            while not self._eof and len(data) < target:
-                data += self._read(target - len(data))
+            data = self._fill(carry, target)
             if not data:
                 return
             if self._eof:
@@ -118,20 +116,46 @@ class PieceReader:
                 return
             cut = _last_line_end(data)
             if cut:
+                # the block is cut where it lies: the piece is the block itself, truncated
                 carry = data[cut:]
-                yield self._piece(data[:cut])
+                del data[cut:]
+                yield self._piece(data)
             else:
                 placeholder, carry = self._skip_long_line(data)
                 yield placeholder
+
+    def _fill(self, carry: bytes | bytearray, target: int) -> bytearray:
+        """`carry` and what follows it, up to `target` bytes (fewer at the end of the input), read
+        straight into the block's own buffer when the input can (`readinto`): one copy of the
+        bytes, not three (read, joined to the carry, cut), and one block in memory, not two."""
+        readinto = getattr(self._src, "readinto", None)
+        if readinto is None:
+            data = bytearray(carry)
+            while not self._eof and len(data) < target:
+                data += self._read(target - len(data))
+            return data
+        data = bytearray(target)
+        data[:len(carry)] = carry
+        have = len(carry)
+        with memoryview(data) as view:
+            while not self._eof and have < target:
+                n = readinto(view[have:])
+                if not n:
+                    self._eof = True
+                    break
+                have += n
+                self.bytes_read += n
+        del data[have:]
+        return data
 
     def _piece(self, data: bytes) -> Piece:
         first, self._first = self._first, False
         return Piece(data, first=first)
 
-    def _skip_long_line(self, data: bytes) -> tuple[Piece, bytes]:
+    def _skip_long_line(self, data: bytes | bytearray) -> tuple[Piece, bytes | bytearray]:
         """Reads past a line that is too long, keeping a sample; its placeholder piece, and what
         follows the line in the chunk it ended in."""
-        sample, length, buf, rest = data[:LONG_SAMPLE_BYTES], 0, data, b""
+        sample, length, buf, rest = bytes(data[:LONG_SAMPLE_BYTES]), 0, data, b""
         while True:
             end = first_line_end(buf)
             if end >= 0:
