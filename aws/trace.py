@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 
 from etlboot.engine import Context
 from etlboot.steps import kube
-from etlboot.trace import CLOCK_SLACK, Journey, Link, event_links, output_link, pod_log
+from etlboot.trace import CLOCK_SLACK, Journey, Link, ObjectStore, event_links, output_link, pod_log
 from etlboot.workflows import WORKFLOW_API, created, parameter
 
 from .clients import absent
@@ -27,54 +27,32 @@ from .steps import aws
 CHAIN = {"sqs": ("aws-sqs", "aws-sqs-etl"), "sns-webhook": ("aws-sns", "aws-s3-etl")}
 
 
-class S3Store:
-    """Read-only looks at objects of one S3 bucket (boto3), each absent object an answer (not an error)."""
+class S3Store(ObjectStore):
+    """The objects of one S3 bucket, through boto3."""
 
-    def __init__(self, s3, bucket: str):
-        self.s3, self.bucket = s3, bucket
-
-    def url(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-    def _get(self, key: str) -> tuple[bytes, str] | None:
-        found = absent(f"read {self.url(key)}", {"404", "NoSuchKey", "NotFound"}, self.s3.get_object,
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        found = absent(f"read {self.url(key)}", {"404", "NoSuchKey", "NotFound"}, self.client.get_object,
                        Bucket=self.bucket, Key=key)
         if found is None:
             return None
         return found["Body"].read(), str(found.get("ETag") or "").strip('"')
 
-    def parquet_rows(self, key: str) -> tuple[int | None, str]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        found = self._get(key)
-        if found is None:
-            return None, ""
-        return pq.ParquetFile(pa.BufferReader(found[0])).metadata.num_rows, found[1]
-
-    def line_count(self, key: str) -> int:
-        found = self._get(key)
-        return 0 if found is None else max(0, len(found[0].decode("utf-8", "replace").splitlines()) - 1)
-
 
 def _delivery(ctx: Context, delivery: str) -> tuple[bool, str, str]:
-    """(holds, detail, cause when it does not) for the delivery, from aws.status's own checks."""
-    if delivery == "sns-webhook":
-        from .steps import SubscriptionStep
+    """(holds, detail, cause when it does not) for the delivery: the checks `aws.status` and `doctor` make, and
+    doctor's fix as the cause."""
+    from etlboot.doctor import dead_letters_step, sns_subscription_step
 
-        check = SubscriptionStep().check(ctx)
-        return check.converged, f"SNS subscription: {check.detail}", \
-            "SNS delivers only to a confirmed subscription: `invoke doctor`, then `invoke aws.setup`"
+    if delivery == "sns-webhook":
+        check = sns_subscription_step().check(ctx)
+        return check.converged, f"SNS subscription: {check.detail}", check.hint
     from .sqs_steps import QueueStep
 
     queue = QueueStep(dead_letter=False).for_status().check(ctx)
     if not queue.converged:
         return False, f"SQS queue: {queue.detail}", "run `invoke aws.setup` (S3 sends the events to that queue)"
-    dead = QueueStep(dead_letter=True).for_status().check(ctx)
-    detail = f"SQS queue: {queue.detail}; dead-letter queue: {dead.detail}"
-    return dead.converged, detail, ("the EventSource received events but could not pass them on: its log says "
-                                    f"why (`kubectl logs -n {ctx.settings.namespace} -l eventsource-name=aws-sqs`); "
-                                    "`invoke aws.status` shows how to re-drive them")
+    dead = dead_letters_step().check(ctx)
+    return dead.converged, f"SQS queue: {queue.detail}; dead-letter queue: {dead.detail}", dead.hint
 
 
 def trace_aws(ctx: Context, key: str) -> Journey:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import PROJECT_ROOT
+from . import PROJECT_ROOT, TARGETS
 from .engine import Context, StepError
 from .follow import follow_workflows
 from .workflows import TERMINAL, WORKFLOW_API, WorkflowView, created, parameter
@@ -114,7 +114,7 @@ def last_upload(settings) -> tuple[str, str | None]:
         keys = note.get("keys") or []
     except (OSError, ValueError, AttributeError):
         return "minio", None
-    target = note.get("target") if note.get("target") in ("minio", "ftp", "aws") else "minio"
+    target = note.get("target") if note.get("target") in TARGETS else "minio"
     return target, keys[-1] if keys and isinstance(keys[-1], str) else None
 
 
@@ -185,8 +185,8 @@ def follow(ctx: Context, uploads: list[Upload], since: datetime, timeout: float,
         return etl + agg
 
     def split(workflows: list[dict]) -> tuple[list[dict], list[dict]]:
-        etl = [w for w in workflows if (w["metadata"].get("labels") or {}).get(SENSOR_LABEL) == ETL_SENSOR]
-        return etl, [w for w in workflows if w not in etl]
+        by_sensor = [((w["metadata"].get("labels") or {}).get(SENSOR_LABEL), w) for w in workflows]
+        return [w for s, w in by_sensor if s == ETL_SENSOR], [w for s, w in by_sensor if s != ETL_SENSOR]
 
     final = follow_workflows(read, lambda workflows: settled(*split(workflows), keys, want_agg), timeout=timeout,
                              reporter=ctx.reporter, what="waiting for the triggered workflows",

@@ -246,13 +246,13 @@ def doctor_steps(ctx: Context) -> list[Step]:
     if values.get("AWS_REGION") and values.get("AWS_BUCKET"):
         if values.get("AWS_DELIVERY") == "sns-webhook":
             if values.get("SNS_WEBHOOK_URL"):
-                steps.append(_sns_subscription())
+                steps.append(sns_subscription_step())
         else:
-            steps.append(_dead_letters())
+            steps.append(dead_letters_step())
     return steps
 
 
-def _dead_letters() -> Step:
+def dead_letters_step() -> Step:
     """aws.status's dead-letter queue check: events the SQS EventSource could not pass on."""
     from aws.sqs_steps import QueueStep
 
@@ -267,7 +267,7 @@ def _dead_letters() -> Step:
     return DeadLetters(dead_letter=True, dead_letters_unhealthy=True)
 
 
-def _sns_subscription() -> Step:
+def sns_subscription_step() -> Step:
     """aws.status's subscription check, with the fix for a subscription that stays pending."""
     from aws.steps import SubscriptionStep
 

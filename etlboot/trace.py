@@ -30,7 +30,6 @@ TRIGGERED = "Successfully processed trigger"
 TRIGGER_FAILED = "Failed to execute a trigger"
 #: the EventSource's and the Sensor's clocks are the cluster's, the object's time is the store's
 CLOCK_SLACK = timedelta(seconds=5)
-TARGETS = ("minio", "ftp", "aws")
 
 
 @dataclass
@@ -245,7 +244,46 @@ def failing_step(ctx: Context, view: WorkflowView) -> list[str]:
     return [f"log: {line}" for line in text.splitlines()[-5:]]
 
 
-def output_link(journey: Journey, store, out_key: str, rejects_key: str, *, missing_cause: str,
+class ObjectStore:
+    """Read-only looks at the objects of one bucket, each absent object an answer (not an error). A store says
+    how to `read` an object (its bytes and ETag, None when absent); the rest is the same for MinIO and S3."""
+
+    def __init__(self, client, bucket: str):
+        self.client, self.bucket = client, bucket
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        raise NotImplementedError
+
+    def parquet_rows(self, key: str) -> tuple[int | None, str]:
+        """The file's rows (from the Parquet footer) and its ETag; (None, "") when it is not there."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        found = self.read(key)
+        if found is None:
+            return None, ""
+        data, etag = found
+        return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows, etag
+
+    def line_count(self, key: str) -> int:
+        """The rows of a rejects CSV (a header line, then one line per rejected row); 0 when absent."""
+        found = self.read(key)
+        return 0 if found is None else max(0, len(found[0].decode("utf-8", "replace").splitlines()) - 1)
+
+    def json_object(self, key: str) -> dict | None:
+        found = self.read(key)
+        if found is None:
+            return None
+        try:
+            return json.loads(found[0])
+        except ValueError:
+            return None
+
+
+def output_link(journey: Journey, store: ObjectStore, out_key: str, rejects_key: str, *, missing_cause: str,
                 rest: tuple[str, ...] = ()) -> str | None:
     """Add the output link (the Parquet's rows from its footer, the rejects' count); its ETag, or None."""
     rows, etag = store.parquet_rows(out_key)

@@ -28,7 +28,8 @@ from .workflows import WORKFLOW_API, created, parameter
 
 REJECTS_LAYOUT = "ftp/rejects/{date}/{name}.csv"
 EVENT_SERVER = "app=ftp-event-server"
-#: the event server's line for a file it reported (ftp_stream.py); the path is printed with repr()
+#: the event server's line for a file it reported (ftp_stream.py); the path is printed with repr(), the time is
+#: logging's asctime, the pod's local time: UTC in the image (code/Dockerfile sets no TZ)
 REPORTED = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \w+ \S+: reported (?P<event>new|mod) "
                       r"(?P<path>'.*'|\".*\") \((?P<size>\d+) bytes, (?P<mtime>[^)]*)\)\s*$")
 FAILED_POLL = "FTP poll of"

@@ -13,29 +13,21 @@ The store helpers (`MinioStore`) serve the FTP trace too: its outputs are in Min
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 
 from . import manifests as m
 from .demo import AGG_SENSOR, ETL_SENSOR, OUTPUT_LAYOUT, SENSOR_LABEL, SUMMARY_KEY, date_and_name, running_minio
 from .engine import Context
 from .steps import kube, listener_state_in
-from .trace import CLOCK_SLACK, Journey, Link, event_links, failure_cause, output_link, pod_log
+from .trace import CLOCK_SLACK, Journey, Link, ObjectStore, event_links, failure_cause, output_link, pod_log
 from .workflows import WORKFLOW_API, WorkflowView, created, parameter
 
 REJECTS_LAYOUT = "rejects/{date}/{name}.csv"
 
 
-class MinioStore:
-    """Read-only looks at objects of one MinIO bucket, each absent object an answer (not an error)."""
+class MinioStore(ObjectStore):
+    """The objects of one MinIO bucket, through the minio client."""
 
-    def __init__(self, client, bucket: str):
-        self.client, self.bucket = client, bucket
-
-    def url(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-    def _read(self, key: str) -> tuple[bytes, str] | None:
+    def read(self, key: str) -> tuple[bytes, str] | None:
         from minio.error import S3Error
 
         try:
@@ -49,31 +41,6 @@ class MinioStore:
         finally:
             response.close()
             response.release_conn()
-
-    def parquet_rows(self, key: str) -> tuple[int | None, str]:
-        """The file's rows (from the Parquet footer) and its ETag; (None, "") when it is not there."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        found = self._read(key)
-        if found is None:
-            return None, ""
-        data, etag = found
-        return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows, etag
-
-    def line_count(self, key: str) -> int:
-        """The rows of a rejects CSV (a header line, then one line per rejected row); 0 when absent."""
-        found = self._read(key)
-        return 0 if found is None else max(0, len(found[0].decode("utf-8", "replace").splitlines()) - 1)
-
-    def json_object(self, key: str) -> dict | None:
-        found = self._read(key)
-        if found is None:
-            return None
-        try:
-            return json.load(io.BytesIO(found[0]))
-        except ValueError:
-            return None
 
 
 def _recorded_etag(store: MinioStore, summary: dict, out_key: str) -> str | None:

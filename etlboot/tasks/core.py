@@ -164,7 +164,8 @@ def trace(c, key="", target="", wait=False, timeout=0, debug=False, json=False):
     import json as json_module
 
     from ..demo import last_upload
-    from ..trace import TARGETS, render
+    from .. import TARGETS
+    from ..trace import render
     from ..trace import trace as follow_input
 
     if target and target not in TARGETS:

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 from invoke import Collection, Exit
 
+from .. import TARGETS
 from ..cli import COMMON_HELP, as_usage_error, interruptible, load_settings, make_context, report_failure, task, usage_error
 
-TARGETS = ("minio", "aws", "ftp")
 HELP = {
     "dataset": "single (the tutorial's test.csv) or multi (its 20230414/1.csv..3.csv, uploaded with delays)",
     "file": "upload your own CSV instead (no,name,score rows) as input/<file name>",

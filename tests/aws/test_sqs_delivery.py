@@ -282,7 +282,7 @@ def test_status_shows_the_queue_depth_and_dead_letters(sqs_env, aws_server, clus
     # doctor's check of them: the same reading, with where to look as its hint
     from etlboot import doctor
     capsys.readouterr()
-    code, _ = run_steps("status", doctor._dead_letters())
+    code, _ = run_steps("status", doctor.dead_letters_step())
     out = capsys.readouterr().out
     line = step_lines(out)["aws/sqs-dlq"]
     assert code == 1 and "1 event(s)" in line
