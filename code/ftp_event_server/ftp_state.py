@@ -60,7 +60,7 @@ class _Slot:
     owner: object
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     takeovers: list[float] = field(default_factory=list)
-    warned_competing: float = 0.0
+    warned_competing: float | None = None    # monotonic time of the last warning (None: never)
 
 
 _registry_lock = threading.Lock()
@@ -103,7 +103,9 @@ class StateStore:
                     slot.owner = owner
                 now = time.monotonic()
                 slot.takeovers = [t for t in slot.takeovers if now - t < COMPETING_WINDOW] + [now]
-                competing = len(slot.takeovers) >= 3 and now - slot.warned_competing > 600
+                # monotonic time counts from boot: on a node up for minutes, "never warned" is None, not 0
+                competing = len(slot.takeovers) >= 3 and (
+                    slot.warned_competing is None or now - slot.warned_competing > 600)
                 if competing:
                     slot.warned_competing = now
                 self._owner = owner

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+import types
 
 import pytest
 
@@ -88,6 +91,22 @@ def test_the_newest_claim_takes_over_at_once_and_the_old_owner_cannot_write(tmp_
     assert set(StateStore(tmp_path / "s.json", IDENTITY).load().files) == {"/a", "/b"}
     new.release()
     assert ftp_state.stop_all_streams() == 0
+
+
+def test_takers_in_turn_are_named_once_even_on_a_node_booted_minutes_ago(tmp_path, monkeypatch, caplog):
+    """The monotonic clock counts from boot: 200 s after boot, "never warned" must not read as
+    "warned 200 s ago" (the warning was then withheld for the node's first ten minutes)."""
+    clock = [200.0]
+    monkeypatch.setattr(ftp_state, "time", types.SimpleNamespace(
+        monotonic=lambda: clock[0], sleep=time.sleep, time=time.time))
+    caplog.set_level(logging.ERROR, logger="ftp_event_server")
+    stores = [StateStore(tmp_path / "s.json", IDENTITY) for _ in range(6)]
+    for store in stores:
+        store.claim(Owner(), timeout=1)
+        clock[0] += 1
+    warnings = [r for r in caplog.records if "two receivers are taking turns" in r.getMessage()]
+    assert len(warnings) == 1                     # at the third takeover, and only once
+    stores[-1].release()
 
 
 def test_another_process_holding_the_state_is_waited_for_then_refused(tmp_path):
