@@ -21,12 +21,15 @@ _READ_CHUNK = 1 << 20
 
 
 class Prefetch:
-    """`read(n)` over a response body that a thread reads ahead (at most `ahead` chunks)."""
+    """`read(n)` and `readinto(buffer)` over a response body that a thread reads ahead (at most
+    `ahead` chunks). `readinto` copies each byte once, from the chunk the thread read into the
+    caller's buffer (csv2parquet reads each block straight into its own buffer with it); the
+    chunks are never joined to one another."""
 
     def __init__(self, response, ahead: int = 8):
         self._response = response
         self._chunks: queue.Queue = queue.Queue(maxsize=ahead)
-        self._buffer = b""
+        self._current = memoryview(b"")     # what is left of the chunk being handed out
         self._done = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="s3-download", daemon=True)
@@ -50,20 +53,38 @@ class Prefetch:
             except queue.Full:
                 continue
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
+    def _next(self) -> bool:
+        """Makes the next chunk current; False at the end of the body."""
+        while not self._current and not self._done:
             item = self._chunks.get()
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
             if not item:
                 self._done = True
-            self._buffer += item
-        if size < 0 or size >= len(self._buffer):
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
+            self._current = memoryview(item)
+        return bool(self._current)
+
+    def readinto(self, buffer) -> int:
+        """Fills `buffer` with what has arrived, at least one byte unless the body has ended."""
+        out = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(out) and (self._current or (filled == 0 and self._next())):
+            n = min(len(out) - filled, len(self._current))
+            out[filled:filled + n] = self._current[:n]
+            self._current = self._current[n:]
+            filled += n
+        return filled
+
+    def read(self, size: int = -1) -> bytes:
+        parts = []
+        while (size < 0 or size > 0) and self._next():
+            take = len(self._current) if size < 0 else min(size, len(self._current))
+            parts.append(self._current[:take])
+            self._current = self._current[take:]
+            if size > 0:
+                size -= take
+        return b"".join(parts)
 
     def close(self) -> None:
         self._stop.set()

@@ -110,7 +110,7 @@ def test_a_parse_that_fails_late_leaves_no_output(tmp_path, monkeypatch):
 
 
 class _Trickle:
-    """An input with read() only (as s3stream.Prefetch), a few bytes at a time."""
+    """An input with read() only, a few bytes at a time."""
 
     def __init__(self, data: bytes, step: int):
         self.data, self.at, self.step = data, 0, step
