@@ -219,10 +219,13 @@ def cast_ints_masked(table: pa.Table, ints: dict, line_numbers: np.ndarray, head
         if len(bad):
             dropped[bad] = True
             reason_parts.append((bad, reasons))
-    good = pa.Table.from_arrays([ints["no"], table["name"], ints["score"]], schema=SCHEMA)
+    columns = [ints["no"], table["name"], ints["score"]]
     if not dropped.any():
-        return good, REJECTS_SCHEMA.empty_table()
-    good = good.filter(pa.array(~dropped))
+        return pa.Table.from_arrays(columns, schema=SCHEMA), REJECTS_SCHEMA.empty_table()
+    # column by column, each one array: Table.filter of the same columns took 1.5x as long
+    keep = pa.array(~dropped)
+    good = pa.Table.from_arrays([pc.filter(c if isinstance(c, pa.Array) else _one_array(c), keep,
+                                           memory_pool=pool) for c in columns], schema=SCHEMA)
     if not reason_parts:     # only the header
         return good, REJECTS_SCHEMA.empty_table()
     bad = np.concatenate([b for b, _ in reason_parts])
@@ -242,8 +245,10 @@ def _cast_column(column: pa.Array, name: str, dropped: np.ndarray, pool):
     dropped)."""
     # plain: only ASCII digits, at most 18 (always in int64): nearly every row, found by two
     # cheap kernels (a regular expression over the column cost 8x as much)
-    plain = pc.and_(pc.ascii_is_decimal(column, memory_pool=pool),
-                    pa.array(_lengths(column) <= 18), memory_pool=pool)
+    plain = pc.ascii_is_decimal(column, memory_pool=pool)
+    lengths = _lengths(column)
+    if len(lengths) and lengths.max() > 18:     # the length test only where a value is that long
+        plain = pc.and_(plain, pa.array(lengths <= 18), memory_pool=pool)
     values = pc.cast(_only_where(column, plain), pa.int64(), memory_pool=pool)
     other = np.flatnonzero(~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool))
     if len(other) == 0:
