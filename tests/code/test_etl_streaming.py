@@ -4,6 +4,7 @@ as the local conversion, and nothing left behind when the conversion fails half-
 from __future__ import annotations
 
 import io
+import time
 from collections import Counter
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import csv2parquet
 import csv2parquet_parse
 import etl
+import s3stream
 from helpers.counting_proxy import CountingProxy
 from s3client import client_from_env
 
@@ -82,6 +84,44 @@ def test_streamed_run_gives_the_local_result_in_one_get_and_a_multipart_upload(s
     assert s3.client.get_object(s3.bucket, summary["rejects"]).read() == \
         (tmp_path / "local.rejects.csv").read_bytes()
     assert summary["rejected"] == 15_000
+
+
+def test_parts_reach_the_server_before_the_input_has_been_read_to_its_end(s3, counted, monkeypatch):
+    """Download, conversion and upload overlap: the input's last MiB is held back until the server
+    has received a part of the Parquet. A program that read its whole input before uploading (or
+    uploaded only at the end) would never get it, and the run would stop here."""
+    proxy, client = counted
+    data = big_csv_with_bad_rows(1_500_000)
+    s3.client.put_object(s3.bucket, KEY, io.BytesIO(data), len(data))
+    out = f"/{s3.bucket}/output/20230414/big.parquet"
+    parts_seen_at_the_end = []
+
+    def parts_received() -> int:
+        return Counter(s3_calls(proxy))[f"PUT {out}?partNumber&uploadId"]
+
+    class TailHeldBack:
+        def __init__(self, response):
+            self._response, self._left = response, int(response.headers["Content-Length"])
+
+        def read(self, size):
+            if self._left <= 1 << 20 and not parts_seen_at_the_end:
+                deadline = time.monotonic() + 30
+                while not parts_received() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                parts_seen_at_the_end.append(parts_received())
+            chunk = self._response.read(min(size, max(self._left - (1 << 20), 1))
+                                        if self._left > 1 << 20 else size)
+            self._left -= len(chunk)
+            return chunk
+
+    prefetch = s3stream.Prefetch
+    monkeypatch.setattr(s3stream, "Prefetch", lambda response: prefetch(TailHeldBack(response)))
+    proxy.clear()
+    summary = etl.run(s3.bucket, KEY, client=client)
+    assert parts_seen_at_the_end and parts_seen_at_the_end[0] >= 1   # before the last MiB was read
+    assert summary["rows"] + summary["rejected"] == 1_500_000
+    assert pq.read_metadata(io.BytesIO(s3.client.get_object(s3.bucket, summary["output"]).read())
+                            ).num_rows == summary["rows"]
 
 
 def test_a_small_output_is_one_put(s3, counted):
