@@ -66,7 +66,8 @@ class Prefetch:
         return bool(self._current)
 
     def readinto(self, buffer) -> int:
-        """Fills `buffer` with what has arrived, at least one byte unless the body has ended."""
+        """Copies into `buffer` what is left of the chunk at hand, waiting for the next chunk only
+        when none is at hand: at least one byte, 0 only at the end of the body."""
         out = memoryview(buffer).cast("B")
         filled = 0
         while filled < len(out) and (self._current or (filled == 0 and self._next())):
