@@ -79,15 +79,26 @@ def expected_rows(path: Path) -> list[tuple[int, str, int]]:
 def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
     """Output naming of the pipeline: the path below input/ without a final lower-case `.csv`
     (kept whole when the rest still ends in .csv); a YYYYMMDD folder holding the file is the date
-    (and leaves the name), else the upload day (UTC)."""
+    (and leaves the name) when it is a real day (20231399 is a folder like any other), else the upload
+    day (UTC)."""
     folder, _, base = key.removeprefix("input/").lstrip("/").rpartition("/")
     name = base[:-4] if base.endswith(".csv") and not base[:-4].lower().endswith(".csv") else base
     above, _, parent = folder.rpartition("/")
-    if len(parent) == 8 and parent.isdigit():
+    if _is_day(parent):
         date, folder = parent, above
     else:
         date = uploaded.astimezone(timezone.utc).strftime("%Y%m%d")
     return date, f"{folder}/{name}" if folder else name
+
+
+def _is_day(text: str) -> bool:
+    if not (len(text) == 8 and text.isascii() and text.isdigit()):
+        return False
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
 
 
 # -- upload ---------------------------------------------------------------------------------------

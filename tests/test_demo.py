@@ -195,5 +195,8 @@ def test_verify_names_outputs_as_the_etl_does():
     day = datetime(2023, 4, 14, 12, tzinfo=timezone.utc)
     for key in ("input/test.csv", "input/20230414/1.csv", "input/teamA/x.csv",
                 "input/teamA/20230101/x.csv", "input/X.CSV", "input/a.csv.csv",
-                "input/class 3+4 점수.csv"):
+                "input/class 3+4 점수.csv",
+                # eight digits that are not a day: a folder like any other, for both
+                "input/20231399/a.csv", "input/teamA/20230230/x.csv", "input/00000000/z.csv",
+                "input/٢٠٢٣٠٤١٤/u.csv"):
         assert date_and_name(key, day) == etl.date_and_name(key, day), key
