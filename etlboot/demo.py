@@ -92,6 +92,8 @@ def date_and_name(key: str, uploaded: datetime) -> tuple[str, str]:
 
 
 def _is_day(text: str) -> bool:
+    # code/etl.py's is_date, restated: the tool does not import the pod's programs (they bring
+    # minio and pyarrow); tests/test_demo.py::test_verify_names_outputs_as_the_etl_does pins the two
     if not (len(text) == 8 and text.isascii() and text.isdigit()):
         return False
     try:
