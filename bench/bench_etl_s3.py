@@ -51,25 +51,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
+def start_listening(command: list[str], name: str, **popen) -> tuple[subprocess.Popen, str]:
+    """Starts a server on a free port (the command's last argument) and waits until it accepts."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("moto's server did not start within 30 s")
-
-
-def start_lean(data_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("lean_s3_server.py")),
-                             data_dir, str(port)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command + [str(port)], stdout=subprocess.DEVNULL, **popen)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -78,7 +63,17 @@ def start_lean(data_dir: str) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("lean_s3_server.py did not start within 30 s")
+    raise RuntimeError(f"{name} did not start within 30 s")
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    return start_listening([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p"], "moto's server",
+                           stderr=subprocess.DEVNULL)
+
+
+def start_lean(data_dir: str) -> tuple[subprocess.Popen, str]:
+    return start_listening([sys.executable, str(Path(__file__).with_name("lean_s3_server.py")), data_dir],
+                           "lean_s3_server.py")
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -158,14 +153,14 @@ def main() -> int:
 
     data_dir = tempfile.TemporaryDirectory(prefix="bench-etl-s3-server-", dir=args.tmpdir)
     if args.server == "moto":
-        moto, endpoint = start_moto()
+        server, endpoint = start_moto()
         keys = ("AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
     elif args.server == "lean":
-        moto, endpoint = start_lean(data_dir.name)
+        server, endpoint = start_lean(data_dir.name)
         keys = ("LEAN", "LEAN")      # not checked by the lean server
     else:
         port = free_port()
-        moto, endpoint = bench_agg.start_server("s3rver", port, data_dir.name), f"127.0.0.1:{port}"
+        server, endpoint = bench_agg.start_server("s3rver", port, data_dir.name), f"127.0.0.1:{port}"
         keys = ("S3RVER", "S3RVER")   # s3rver's fixed credentials
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "OUTPUT_", "REJECTS_"))}
@@ -180,7 +175,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-etl-s3-", dir=args.tmpdir) as tmp:
             for size in (int(s) for s in args.sizes.split(",") if s):
                 table.append((size, bench_size(Path(tmp), size, args.rounds, env, client, bucket,
-                                               moto.pid,
+                                               server.pid,
                                                Path(data_dir.name) if args.server == "lean" else None)))
         print(f"\nbest of {args.rounds} round(s); {bench_etl.load_text()} at the end")
         print(f"{'size MB':<8} {'ours s':>7} {'RSS':>5} {'etl.py s':>9} {'RSS':>5} {'ratio':>6}  "
@@ -198,8 +193,8 @@ def main() -> int:
         print("cpu ratio: etl.py's own CPU / the local conversion's (the server's is not in it); where the\n"
               "server does not share etl.py's cores (a cluster), the wall time follows it")
     finally:
-        moto.terminate()
-        moto.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=30)
         data_dir.cleanup()
     return 0
 
